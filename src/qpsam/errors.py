@@ -1,0 +1,47 @@
+"""One exception hierarchy: every message names the file, image, object or parameter at fault."""
+
+from __future__ import annotations
+
+
+class QpsamError(Exception):
+    """Base class of every error qpsam raises on purpose."""
+
+
+class GeoJSONError(QpsamError, ValueError):
+    """QuPath GeoJSON that cannot be turned into objects (names the feature index)."""
+
+
+class GeometryError(QpsamError, ValueError):
+    """A mask, region or geometry that cannot be converted."""
+
+
+class PromptError(QpsamError, ValueError):
+    """Prompt objects that cannot be turned into SAM prompts."""
+
+
+class ProjectError(QpsamError):
+    """A QuPath project, entry or data file that cannot be read or written."""
+
+
+class ImageReadError(ProjectError):
+    """Pixels of an image entry that cannot be read (missing file, bad region)."""
+
+
+class ModelError(QpsamError):
+    """A model type, weights file or engine that cannot be used."""
+
+
+class WeightsError(ModelError):
+    """A weights file that is missing, truncated, corrupt or fails its checksum."""
+
+
+class ServerError(QpsamError):
+    """A samapi-compatible server that answered badly or not at all."""
+
+
+class ScriptError(QpsamError, ValueError):
+    """Values that cannot be written into a Groovy script."""
+
+
+class JobError(QpsamError):
+    """A job (detect, automask, track) that failed for an image."""
