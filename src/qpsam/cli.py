@@ -1,0 +1,82 @@
+"""The ``qpsam`` command line: one entry point, sub-commands registered from :mod:`qpsam.commands`.
+
+Exit codes: 0 success, 2 usage error (click's own), 1 failure with a one-line message on stderr. ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Sequence
+
+import click
+
+from qpsam import __version__
+from qpsam.errors import QpsamError
+
+# Modules under qpsam.commands that provide register(group); a module that is missing is skipped so that a
+# partial checkout still has a working CLI.
+COMMAND_MODULES: tuple[str, ...] = (
+    "geojson",
+    "project",
+    "weights",
+    "jobs",
+    "script",
+    "serve",
+    "demo",
+)
+
+
+class _Group(click.Group):
+    """A click group that turns qpsam errors into one-line messages and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            message = str(exc) if isinstance(exc, QpsamError) else f"{type(exc).__name__}: {exc}"
+            click.echo(f"qpsam: error: {message}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="qpsam")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Run Segment Anything models on QuPath projects."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"qpsam.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"qpsam.commands.{name}":
+                continue
+            raise
+        module.register(cli)
+
+
+_register_all()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="qpsam", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
