@@ -1,0 +1,417 @@
+"""The FastAPI application: samapi's endpoints, thin handlers (decode request -> engine -> features)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+import numpy as np
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from .. import __version__
+from ..engines.base import SAM1_TYPES, SAM2_TYPES, AutomaskParams, Mask, OutputType, Prompt
+from ..errors import ModelError, PromptError, QpsamError, WeightsError
+from .features import feature, mask_features
+from .guard import Guard
+from .host import EngineFactory, ModelHost, ModelUnavailable
+from .images import BadImage, ImageTooLarge, decode_b64_image, decode_image_bytes
+from .schemas import AutoMaskBody, ModelType, SAM3Body, SAMBody, VideoBody, WeightsBody
+from .settings import Settings
+from .uploads import BadUpload, UploadStore
+from .weights_api import CheckpointRejected, WeightsService
+
+__all__ = ["create_app", "PROTOCOL_VERSION", "FEATURES"]
+
+log = logging.getLogger("qpsam.server")
+
+# The samapi release whose wire format this server speaks; ``/sam/version/`` answers it with qpsam's version
+# as a local label, so that clients comparing samapi versions keep working.
+PROTOCOL_VERSION = "0.7.1"
+
+# What a qpsam server does beyond samapi 0.7.1; clients read it from ``GET /sam/health/``.
+FEATURES = (
+    "quality-per-mask",  # each feature's quality is its own mask's (samapi shifts them by one)
+    "pixel-corner-geometry",  # integer coordinates are pixel corners, holes and pieces kept
+    "empty-masks-omitted",  # no feature for an empty mask (samapi sends an empty polygon)
+    "embedding-cache",  # encoder output cached by image content, shared between requests
+    "bearer-token",
+    "token-path-prefix",  # /t/<token>/sam/ for clients that cannot send headers
+)
+
+
+class _Unavailable(ModelUnavailable):
+    pass
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def _default_factory() -> tuple[EngineFactory, Callable[[int], Any]]:
+    """The real engines (``qpsam.engines.load_engine``) and their shared embedding cache."""
+
+    def factory(model_type: str, weights: str | None, device: str, cache: Any) -> Any:
+        from ..engines import load_engine
+
+        return load_engine(model_type, weights, device=device, cache=cache)
+
+    def make_cache(max_bytes: int) -> Any:
+        from ..engines.cache import EmbeddingCache
+
+        return EmbeddingCache(max_bytes=max_bytes)
+
+    return factory, make_cache
+
+
+def _output_type(value: str) -> OutputType:
+    """samapi's ``output_type`` labels, case-insensitively (its own default ``"Single Mask"`` included)."""
+    text = (value or "").strip()
+    for member in OutputType:
+        if text.lower() in (member.label.lower(), member.value, member.extension_name.lower()):
+            return member
+    labels = ", ".join(repr(m.label) for m in OutputType)
+    raise PromptError(f"output_type {value!r} is not one of {labels}")
+
+
+def _xyxy(box: list[float], what: str) -> tuple[float, float, float, float]:
+    if len(box) != 4:
+        raise PromptError(f"{what} must have 4 numbers, got {len(box)}")
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if x2 < x1 or y2 < y1:
+        raise PromptError(f"{what} must be [x1, y1, x2, y2] with x2 >= x1 and y2 >= y1, got {box}")
+    return x1, y1, x2, y2
+
+
+def _xywh_to_xyxy(box: list[float], what: str) -> tuple[float, float, float, float]:
+    if len(box) != 4:
+        raise PromptError(f"{what} must have 4 numbers [x, y, w, h], got {len(box)}")
+    x, y, w, h = (float(v) for v in box)
+    if w < 0 or h < 0:
+        raise PromptError(f"{what} must have width and height >= 0, got {box}")
+    return x, y, x + w, y + h
+
+
+def _prompt(bbox: Any, point_coords: Any, point_labels: Any, what: str = "request") -> Prompt:
+    """A :class:`Prompt` from samapi's fields; empty lists count as absent."""
+    box = _xyxy(bbox, f"{what} bbox") if bbox else None
+    coords = point_coords or []
+    labels = point_labels if point_labels is not None else ([] if not coords else None)
+    if labels is None:
+        raise PromptError(f"{what} has point_coords but no point_labels (1 foreground, 0 background)")
+    if len(coords) != len(labels):
+        raise PromptError(f"{what} has {len(coords)} point_coords but {len(labels)} point_labels")
+    for p in coords:
+        if not isinstance(p, (list, tuple)) or len(p) != 2:
+            raise PromptError(f"{what} point_coords must be [x, y] pairs, got {p!r}")
+    try:
+        return Prompt(box=box, points=tuple((float(x), float(y)) for x, y in coords), labels=tuple(labels))
+    except ModelError as exc:
+        raise PromptError(f"{what}: {exc}") from None
+
+
+def _plane(axes: str, frame: int, plane_position: int) -> dict[str, int]:
+    if axes == "XYZ":
+        return {"c": -1, "z": int(frame), "t": int(plane_position)}
+    return {"c": -1, "z": int(plane_position), "t": int(frame)}
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine_factory: EngineFactory | None = None,
+    cache: Any = None,
+) -> FastAPI:
+    """The samapi-compatible application.
+
+    ``engine_factory`` and ``cache`` replace the real engines (``qpsam.engines.load_engine``) and their
+    embedding cache; by default both are built lazily from ``qpsam.engines``.
+    """
+    settings = settings or Settings.from_env()
+    assert settings.home is not None
+    if engine_factory is None:
+        engine_factory, make_cache = _default_factory()
+        if cache is None and settings.cache_bytes > 0:
+            try:
+                cache = make_cache(settings.cache_bytes)
+            except ImportError as exc:  # engines not installed: the server still answers weights/version
+                log.warning("no embedding cache: %s", exc)
+    host = ModelHost(engine_factory, device=settings.device, max_models=settings.max_models, cache=cache)
+    weights = WeightsService(settings.home)
+    uploads = UploadStore(settings.home / "videos", max_frames=settings.max_upload_frames, ttl_s=settings.upload_ttl_s)
+    sam3_state: dict[tuple[str, str | None], dict[str, Any]] = {}
+
+    app = FastAPI(title="qpsam server (samapi protocol)", version=__version__)
+    app.state.settings = settings
+    app.state.host = host
+    app.state.weights = weights
+    app.state.uploads = uploads
+
+    # ------------------------------------------------------------------ errors -> JSON with the right status
+    @app.exception_handler(ImageTooLarge)
+    async def _too_large(_: Request, exc: ImageTooLarge) -> JSONResponse:
+        return _error(413, str(exc))
+
+    @app.exception_handler(ModelUnavailable)
+    async def _unavailable(_: Request, exc: ModelUnavailable) -> JSONResponse:
+        return _error(503, str(exc))
+
+    @app.exception_handler(CheckpointRejected)
+    async def _rejected(_: Request, exc: CheckpointRejected) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(WeightsError)
+    async def _weights_failed(_: Request, exc: WeightsError) -> JSONResponse:
+        return _error(502 if "download" in str(exc) else 422, str(exc))
+
+    @app.exception_handler(QpsamError)
+    async def _bad_input(_: Request, exc: QpsamError) -> JSONResponse:
+        # BadImage, BadUpload, PromptError, GeometryError and engine-side ModelError on the request's values.
+        return _error(422, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _error(500, f"internal server error: {type(exc).__name__}: {exc}")
+
+    def route(method: str, path: str, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register ``path`` and its slash-less twin (the extension posts to the URL as configured)."""
+
+        def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+            app.add_api_route(path, fn, methods=[method], **kw)
+            if path.endswith("/") and len(path) > 1:
+                app.add_api_route(path.rstrip("/"), fn, methods=[method], include_in_schema=False, **kw)
+            return fn
+
+        return deco
+
+    def decode(b64: str, field: str = "b64img") -> np.ndarray:
+        return decode_b64_image(b64, field=field, max_pixels=settings.max_image_pixels)
+
+    def engine_for(model_type: str, checkpoint_url: str | None) -> Any:
+        return host.engine(model_type, weights.resolve(model_type, checkpoint_url))
+
+    # ------------------------------------------------------------------ version, health
+    @route("GET", "/sam/version/", response_class=PlainTextResponse)
+    def version() -> str:
+        return f"{PROTOCOL_VERSION}+qpsam.{__version__}"
+
+    @route("GET", "/health")
+    @route("GET", "/sam/health/")
+    def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "server": "qpsam",
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "features": list(FEATURES),
+            "token_required": settings.token is not None,
+        }
+
+    # ------------------------------------------------------------------ weights
+    @route("GET", "/sam/weights/")
+    def list_weights(type: Optional[ModelType] = Query(default=None)) -> list[dict[str, str]]:  # noqa: A002
+        return weights.list(type)
+
+    @route("POST", "/sam/weights/", response_class=PlainTextResponse)
+    def register_weights(body: WeightsBody) -> str:
+        return weights.register(body.type, body.name, body.url)
+
+    @route("GET", "/sam/weights/cancel/", response_class=PlainTextResponse)
+    def cancel_registration() -> str:
+        weights.cancel()
+        return "Cancel signal sent"
+
+    @route("GET", "/sam/progress/")
+    def progress() -> dict[str, Any]:
+        return weights.progress()
+
+    # ------------------------------------------------------------------ prompts (SAM1 family, SAM2)
+    @route("POST", "/sam/")
+    def predict(body: SAMBody) -> JSONResponse:
+        if body.type == "sam3":
+            raise PromptError("type sam3 takes text and XYWH boxes: send it to /sam/sam3/")
+        prompt = _prompt(body.bbox, body.point_coords, body.point_labels)
+        if body.b64mask:
+            log.info("b64mask ignored: a mask image cannot stand in for SAM's low-resolution logits")
+        image = decode(body.b64img)
+        engine = engine_for(body.type, body.checkpoint_url)
+        output = OutputType.MULTI_ALL if body.multimask_output else OutputType.SINGLE
+
+        def run() -> list[Mask]:
+            engine.set_image(image)
+            return engine.predict([prompt], output)[0]
+
+        return JSONResponse(mask_features(host.run(run), body.type))
+
+    # ------------------------------------------------------------------ automask
+    @route("POST", "/sam/automask/")
+    def automask(body: AutoMaskBody) -> JSONResponse:
+        if body.type == "sam3":
+            raise PromptError("automask does not run with sam3; use a SAM1 (vit_*) or SAM2 (sam2_*) type")
+        try:
+            params = AutomaskParams(
+                points_per_side=body.points_per_side,
+                points_per_batch=body.points_per_batch,
+                pred_iou_thresh=body.pred_iou_thresh,
+                stability_score_thresh=body.stability_score_thresh,
+                stability_score_offset=body.stability_score_offset,
+                box_nms_thresh=body.box_nms_thresh,
+                crop_n_layers=body.crop_n_layers,
+                crop_nms_thresh=body.crop_nms_thresh,
+                crop_overlap_ratio=body.crop_overlap_ratio,
+                crop_n_points_downscale_factor=body.crop_n_points_downscale_factor,
+                min_mask_region_area=body.min_mask_region_area,
+                output=_output_type(body.output_type),
+                include_image_edge=body.include_image_edge,
+            )
+        except ModelError as exc:
+            raise PromptError(str(exc)) from None
+        image = decode(body.b64img)
+        engine = engine_for(body.type, body.checkpoint_url)
+        masks = host.run(lambda: engine.automask(image, params))
+        return JSONResponse(mask_features(masks, body.type))
+
+    # ------------------------------------------------------------------ SAM3 (text + exemplar boxes), stateful
+    @route("POST", "/sam/sam3/")
+    def sam3(body: SAM3Body) -> JSONResponse:
+        if body.type != "sam3":
+            raise PromptError(f"/sam/sam3/ needs type sam3, got {body.type}")
+        if not 0.0 <= body.confidence_threshold <= 1.0:
+            raise PromptError(f"confidence_threshold must be in [0, 1], got {body.confidence_threshold}")
+        positives = [_xywh_to_xyxy(b, "positive_bboxes entry") for b in body.positive_bboxes or []]
+        negatives = [_xywh_to_xyxy(b, "negative_bboxes entry") for b in body.negative_bboxes or []]
+        image = decode(body.b64img)
+        engine = engine_for("sam3", body.checkpoint_url)
+        segment = getattr(engine, "segment_concept", None)
+        if segment is None:
+            raise ModelUnavailable("SAM3 is not available on this server: its engine cannot take text prompts")
+        key = ("sam3", body.checkpoint_url)
+
+        def run() -> list[Mask]:
+            state = sam3_state.setdefault(key, {"positive": [], "negative": []})
+            if body.reset_prompts:
+                state["positive"], state["negative"] = [], []
+            # Boxes accumulate across requests until reset_prompts (samapi's contract); the text is replaced.
+            state["positive"] = state["positive"] + positives
+            state["negative"] = state["negative"] + negatives
+            return segment(
+                image,
+                text=body.text_prompt or "",
+                positive_boxes=list(state["positive"]),
+                negative_boxes=list(state["negative"]),
+                threshold=body.confidence_threshold,
+            )
+
+        return JSONResponse(mask_features(host.run(run), "sam3"))
+
+    # ------------------------------------------------------------------ uploads and video
+    @route("POST", "/sam/upload/")
+    async def upload(dirname: str = Form(...), file: UploadFile = File(...)) -> dict[str, str]:
+        data = await file.read()
+        uploads.add(dirname, file.filename or "", data)
+        return {"filename": file.filename or ""}
+
+    def frames_of(body: VideoBody) -> list[np.ndarray]:
+        if body.dirname:
+            raw = uploads.frames(body.dirname)
+            return [
+                decode_image_bytes(r, field=f"frame {i} of {body.dirname!r}", max_pixels=settings.max_image_pixels)
+                for i, r in enumerate(raw)
+            ]
+        if body.b64imgs:
+            return [decode(b, f"b64imgs[{i}]") for i, b in enumerate(body.b64imgs)]
+        raise PromptError("a video request needs dirname (frames uploaded to /sam/upload/) or b64imgs")
+
+    def check_video(body: VideoBody) -> None:
+        if body.axes not in ("XYZ", "XYT"):
+            raise PromptError(f"axes must be 'XYZ' or 'XYT', got {body.axes!r}")
+        if not body.objs:
+            raise PromptError("a video request needs objs: {frame index: [prompt objects]}")
+        if body.max_frame_num_to_track is not None and body.max_frame_num_to_track < 1:
+            raise PromptError(f"max_frame_num_to_track must be >= 1, got {body.max_frame_num_to_track}")
+
+    def video_features(body: VideoBody, model_type: str, result: dict[int, dict[int, np.ndarray]]) -> list[dict]:
+        out: list[dict[str, Any]] = []
+        for frame in sorted(result):
+            objects = result[frame]
+            ids = sorted(objects)
+            masks = [Mask(np.asarray(objects[i]) > 0, 0.0) for i in ids]
+            out.extend(
+                mask_features(
+                    masks, model_type, with_quality=False, object_ids=ids, plane=_plane(body.axes, frame, body.plane_position)
+                )
+            )
+        return out
+
+    @route("POST", "/sam/video/")
+    def video(body: VideoBody) -> JSONResponse:
+        try:
+            if body.type not in SAM2_TYPES:
+                raise PromptError(f"/sam/video/ needs a SAM2 type ({', '.join(SAM2_TYPES)}), got {body.type}")
+            check_video(body)
+            prompts: dict[int, dict[int, Prompt]] = {}
+            for frame, objs in (body.objs or {}).items():
+                for j, obj in enumerate(objs):
+                    if "obj_id" not in obj:
+                        raise PromptError(f"objs[{frame}][{j}] has no obj_id")
+                    what = f"objs[{frame}][{j}]"
+                    prompts.setdefault(int(frame), {})[int(obj["obj_id"])] = _prompt(
+                        obj.get("bbox"), obj.get("point_coords"), obj.get("point_labels"), what
+                    )
+            frames = frames_of(body)
+            bad = [f for f in prompts if not 0 <= f < len(frames)]
+            if bad:
+                raise PromptError(f"objs name frame(s) {bad} outside the {len(frames)} frames sent")
+            engine = engine_for(body.type, body.checkpoint_url)
+            propagate = getattr(engine, "propagate", None)
+            if propagate is None:
+                raise ModelUnavailable(f"the {body.type} engine of this server cannot propagate through a video")
+            result = host.run(
+                lambda: propagate(frames, prompts, start_frame=body.start_frame_idx, max_frames=body.max_frame_num_to_track)
+            )
+            return JSONResponse(video_features(body, body.type, result))
+        finally:
+            if body.dirname:
+                uploads.discard(body.dirname)
+
+    @route("POST", "/sam/sam3video/")
+    def sam3video(body: VideoBody) -> JSONResponse:
+        try:
+            if body.type != "sam3":
+                raise PromptError(f"/sam/sam3video/ needs type sam3, got {body.type}")
+            check_video(body)
+            prompts: dict[int, list[dict[str, Any]]] = {}
+            for frame, objs in (body.objs or {}).items():
+                for j, obj in enumerate(objs):
+                    what = f"objs[{frame}][{j}]"
+                    boxes = obj.get("boxes_xywh") or []
+                    labels = obj.get("box_labels") or [1] * len(boxes)
+                    if len(labels) != len(boxes):
+                        raise PromptError(f"{what} has {len(boxes)} boxes_xywh but {len(labels)} box_labels")
+                    text = obj.get("text")
+                    if not boxes and not text:
+                        raise PromptError(f"{what} needs text or boxes_xywh")
+                    prompts.setdefault(int(frame), []).append(
+                        {
+                            "obj_id": int(obj.get("obj_id", j)),
+                            "text": text,
+                            "boxes": [_xywh_to_xyxy(b, f"{what} box") for b in boxes],
+                            "labels": [int(v) for v in labels],
+                        }
+                    )
+            engine = engine_for("sam3", body.checkpoint_url)
+            propagate = getattr(engine, "propagate_concept", None)
+            if propagate is None:
+                raise ModelUnavailable("SAM3 video is not available on this server")
+            frames = frames_of(body)
+            result = host.run(
+                lambda: propagate(frames, prompts, start_frame=body.start_frame_idx, max_frames=body.max_frame_num_to_track)
+            )
+            return JSONResponse(video_features(body, "sam3", result))
+        finally:
+            if body.dirname:
+                uploads.discard(body.dirname)
+
+    app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes)
+    return app

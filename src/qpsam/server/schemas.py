@@ -1,0 +1,97 @@
+"""Request bodies of the samapi protocol (snake_case keys, unknown keys ignored, optional fields nullable)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from ..engines.base import MODEL_TYPES
+
+__all__ = [
+    "ModelType",
+    "SAMBody",
+    "SAM3Body",
+    "AutoMaskBody",
+    "VideoBody",
+    "WeightsBody",
+]
+
+ModelType = Literal[MODEL_TYPES]  # type: ignore[valid-type]
+
+
+class _Body(BaseModel):
+    # The extension sends keys the server does not use (builderAsGroovyScript, ...): ignore them.
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+
+class SAMBody(_Body):
+    """``POST /sam/``: box (XYXY) and/or labelled points on one image."""
+
+    type: ModelType = "vit_h"
+    bbox: Optional[list[float]] = None
+    point_coords: Optional[list[list[float]]] = None
+    point_labels: Optional[list[int]] = None
+    b64img: str
+    b64mask: Optional[str] = None
+    multimask_output: bool = False
+    checkpoint_url: Optional[str] = None
+
+
+class SAM3Body(_Body):
+    """``POST /sam/sam3/``: a text prompt and XYWH exemplar boxes, accumulated until ``reset_prompts``."""
+
+    type: ModelType = "sam3"
+    text_prompt: Optional[str] = None
+    positive_bboxes: Optional[list[list[float]]] = None
+    negative_bboxes: Optional[list[list[float]]] = None
+    b64img: str
+    checkpoint_url: Optional[str] = None
+    reset_prompts: bool = False
+    confidence_threshold: float = 0.5
+
+
+class AutoMaskBody(_Body):
+    """``POST /sam/automask/``: every parameter of SAM's automatic mask generator."""
+
+    type: ModelType = "vit_h"
+    b64img: str
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 0
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1
+    min_mask_region_area: int = 0
+    output_type: str = "Single mask"
+    include_image_edge: bool = False
+    checkpoint_url: Optional[str] = None
+
+
+class VideoBody(_Body):
+    """``POST /sam/video/`` and ``/sam/sam3video/``: prompts per frame, propagated through a sequence."""
+
+    type: ModelType = "sam2_t"
+    dirname: Optional[str] = None
+    b64imgs: Optional[list[str]] = None
+    axes: str = "XYT"
+    plane_position: int = 0
+    start_frame_idx: Optional[int] = None
+    max_frame_num_to_track: Optional[int] = None
+    objs: Optional[dict[int, list[dict[str, Any]]]] = None
+    # The extension sends camelCase ``checkpointUrl`` here; samapi ignored it. Accept both spellings.
+    checkpoint_url: Optional[str] = Field(
+        default=None, validation_alias=AliasChoices("checkpoint_url", "checkpointUrl")
+    )
+
+
+class WeightsBody(_Body):
+    """``POST /sam/weights/``: register weights for a model type from a URL under a name."""
+
+    type: ModelType
+    name: str
+    url: str
