@@ -102,14 +102,14 @@ class WeightsService:
             wanted = checkpoint_url[len(LOCAL_SCHEME) + 1 :]
             for r in records:
                 if f"{r.type}/{r.name}" == wanted:
-                    return str(registry.resolve_weights(model_type, r.name, download=False))
+                    return self._path_of(r)
             raise CheckpointRejected(f"checkpoint_url {checkpoint_url!r}: no such weights registered for {model_type}")
         default = next((r for r in records if r.name == "default"), None)
         if checkpoint_url == info.url or (default is not None and default.source == checkpoint_url):
             return None
         for r in records:
             if r.source == checkpoint_url:
-                return str(registry.resolve_weights(model_type, r.name, download=False))
+                return self._path_of(r)
         for entry in registry.CATALOG.values():
             if entry.url == checkpoint_url and entry.type == model_type:
                 return str(registry.resolve_weights(model_type, entry.name))
@@ -117,6 +117,13 @@ class WeightsService:
             f"checkpoint_url {checkpoint_url!r} is not registered for {model_type}: register it first "
             f"(POST /sam/weights/ with type, name and url), then select it"
         )
+
+    @staticmethod
+    def _path_of(record: registry.WeightsRecord) -> str:
+        path = record.path
+        if not path.is_file():
+            raise WeightsError(f"weights {record.name!r} for {record.type} are registered but {path.name} is missing")
+        return str(path)
 
     # ------------------------------------------------------------------ registration
     def register(self, model_type: str, name: str, url: str) -> str:
