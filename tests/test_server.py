@@ -83,13 +83,29 @@ def ext_url(server: Any) -> str:
     return server.url.replace("/sam/", f"/t/{TOKEN}/sam/")
 
 
-@pytest.fixture(scope="module")
-def reference(weights_file: Path) -> Any:
-    """MobileSAM loaded the standard way (build, load the state dict, eval) with its plain predictor."""
-    from mobile_sam import SamPredictor, sam_model_registry
+class _Reference:
+    """MobileSAM loaded the standard way (build, load the state dict, eval) with its plain predictor;
+    re-encodes only when the image changes."""
 
-    model = sam_model_registry["vit_t"](checkpoint=str(weights_file)).eval()
-    return SamPredictor(model)
+    def __init__(self, weights_file: Path):
+        from mobile_sam import SamPredictor, sam_model_registry
+
+        self.predictor = SamPredictor(sam_model_registry["vit_t"](checkpoint=str(weights_file)).eval())
+        self._last: bytes | None = None
+
+    def set_image(self, rgb: np.ndarray) -> None:
+        key = rgb.tobytes()
+        if key != self._last:
+            self.predictor.set_image(rgb)
+            self._last = key
+
+    def predict(self, **kw: Any) -> Any:
+        return self.predictor.predict(**kw)
+
+
+@pytest.fixture(scope="module")
+def reference(weights_file: Path) -> _Reference:
+    return _Reference(weights_file)
 
 
 @pytest.fixture(scope="module")

@@ -356,29 +356,30 @@ class SamapiClient:
             progress(1, 1)
         return [m for m in masks if m.area > 0]
 
-    def segment_concept(
+    def segment(
         self,
-        image: np.ndarray,
-        text: str = "",
+        text: str | None = None,
         positive_boxes: Sequence[Sequence[float]] = (),
         negative_boxes: Sequence[Sequence[float]] = (),
+        *,
         threshold: float = 0.5,
-        reset: bool = True,
     ) -> list[Mask]:
-        """SAM3 on the server: a text prompt and XYXY exemplar boxes (sent as XYWH)."""
+        """SAM3 on the current image: every instance of ``text`` and/or the XYXY exemplar boxes.
+
+        Each call starts from fresh prompts (``reset_prompts``), as a local SAM3 engine does.
+        """
 
         def xywh(b: Sequence[float]) -> list[int]:
             x1, y1, x2, y2 = (float(v) for v in b)
             return [int(x1), int(y1), int(round(x2 - x1)), int(round(y2 - y1))]
 
-        self.set_image(image)
         body = self._body_common()
         body["type"] = "sam3"
         body.update(
-            text_prompt=text,
+            text_prompt=text or "",
             positive_bboxes=[xywh(b) for b in positive_boxes],
             negative_bboxes=[xywh(b) for b in negative_boxes],
-            reset_prompts=bool(reset),
+            reset_prompts=True,
             confidence_threshold=float(threshold),
         )
         features = self._request("POST", "sam3/", json=body)
@@ -387,17 +388,22 @@ class SamapiClient:
     def propagate(
         self,
         frames: Sequence[np.ndarray],
-        prompts: Mapping[int, Mapping[int, Prompt]],
+        prompts: Mapping[int, Sequence[Prompt]],
         *,
         start_frame: int | None = None,
         max_frames: int | None = None,
-    ) -> dict[int, dict[int, np.ndarray]]:
-        """SAM2 video on the server: upload the frames, prompt objects on frames, get masks per frame and id."""
+        progress: Progress | None = None,
+    ) -> dict[int, dict[Any, Mask]]:
+        """SAM2 video on the server: upload the frames, send prompts per frame, get ``{frame: {key: Mask}}``.
+
+        A prompt's ``key`` names its object (same key on several frames = one object), as with a local engine.
+        """
         from PIL import Image
-        from shapely.geometry import shape as to_shape
 
         if not frames:
             raise ServerError("propagate needs at least one frame")
+        if not prompts:
+            raise ServerError("propagate needs prompts on at least one frame")
         rgb = [to_rgb8(f) for f in frames]
         lossless = self.info().get("server") == "qpsam"
         dirname = uuid.uuid4().hex
@@ -409,23 +415,21 @@ class SamapiClient:
             name = f"{i:0{digits}d}.{'png' if lossless else 'jpg'}"
             files = {"file": (name, buf.getvalue(), "image/png" if lossless else "image/jpeg")}
             self._request("POST", "upload/", data={"dirname": dirname}, files=files)
+            if progress:
+                progress(i + 1, len(rgb) + 1)
+        ids: dict[Any, int] = {}
         objs: dict[str, list[dict[str, Any]]] = {}
-        for frame_idx, by_id in prompts.items():
-            for obj_id, prompt in by_id.items():
-                obj: dict[str, Any] = {"obj_id": int(obj_id)}
+        for frame_idx, frame_prompts in sorted(prompts.items()):
+            for j, prompt in enumerate(frame_prompts):
+                key = prompt.key if prompt.key is not None else ("prompt", int(frame_idx), j)
+                obj: dict[str, Any] = {"obj_id": ids.setdefault(key, len(ids))}
                 if prompt.box is not None:
                     obj["bbox"] = [int(round(v)) for v in prompt.box]
                 if prompt.points:
                     obj["point_coords"] = [[int(np.floor(x)), int(np.floor(y))] for x, y in prompt.points]
                     obj["point_labels"] = list(prompt.labels)
                 objs.setdefault(str(int(frame_idx)), []).append(obj)
-        body: dict[str, Any] = {
-            "type": self.model_type,
-            "dirname": dirname,
-            "axes": "XYT",
-            "plane_position": 0,
-            "objs": objs,
-        }
+        body: dict[str, Any] = {"type": self.model_type, "dirname": dirname, "axes": "XYT", "plane_position": 0, "objs": objs}
         if start_frame is not None:
             body["start_frame_idx"] = int(start_frame)
         if max_frames is not None:
@@ -433,19 +437,28 @@ class SamapiClient:
         if self.weights:
             body["checkpoint_url"] = self.weights
         features = self._request("POST", "video/", json=body)
+        return self._video_masks(features, rgb[0].shape[:2], {v: k for k, v in ids.items()}, lossless, progress, len(rgb))
+
+    def _video_masks(
+        self, features: Any, shape: tuple[int, int], keys: dict[int, Any], lossless: bool,
+        progress: Progress | None, n: int,
+    ) -> dict[int, dict[Any, Mask]]:
+        from shapely.geometry import shape as to_shape
+
         if not isinstance(features, list):
-            raise ServerError(f"POST {self.url}video/: expected a list of features")
+            raise ServerError(f"POST {self.url}video/: expected a list of features, got {type(features).__name__}")
         pixel_corner = lossless and self.has("pixel-corner-geometry")
-        shape = rgb[0].shape[:2]
-        out: dict[int, dict[int, np.ndarray]] = {}
+        out: dict[int, dict[Any, Mask]] = {}
         for i, f in enumerate(features):
             try:
                 geom = dict(f["geometry"])
-                plane = geom.pop("plane", {}) or {}
+                plane = geom.pop("plane", None) or {}
                 frame = int(plane.get("t", 0))
                 obj_id = int(f["properties"]["object_idx"])
                 mask = _rasterise(to_shape(geom), shape, pixel_corner)
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ServerError(f"POST {self.url}video/: feature {i} is malformed: {exc}") from None
-            out.setdefault(frame, {})[obj_id] = mask
+            out.setdefault(frame, {})[keys.get(obj_id, obj_id)] = Mask(mask, float("nan"))
+        if progress:
+            progress(n + 1, n + 1)
         return out

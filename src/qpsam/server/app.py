@@ -29,6 +29,9 @@ log = logging.getLogger("qpsam.server")
 # as a local label, so that clients comparing samapi versions keep working.
 PROTOCOL_VERSION = "0.7.1"
 
+# Lowest SAM3 confidence a request can ask for (thresholds below it act as it).
+SAM3_FLOOR = 0.1
+
 # What a qpsam server does beyond samapi 0.7.1; clients read it from ``GET /sam/health/``.
 FEATURES = (
     "quality-per-mask",  # each feature's quality is its own mask's (samapi shifts them by one)
@@ -54,7 +57,12 @@ def _default_factory() -> tuple[EngineFactory, Callable[[int], Any]]:
     def factory(model_type: str, weights: str | None, device: str, cache: Any) -> Any:
         from ..engines import load_engine
 
-        return load_engine(model_type, weights, device=device, cache=cache)
+        options: dict[str, Any] = {}
+        if model_type == "sam3":
+            # Each request brings its own threshold and is filtered here; the engine keeps everything above
+            # SAM3_FLOOR so that lower request thresholds (the extension's default is 0.4) still see instances.
+            options["confidence_threshold"] = SAM3_FLOOR
+        return load_engine(model_type, weights, device=device, cache=cache, **options)
 
     def make_cache(max_bytes: int) -> Any:
         from ..engines.cache import EmbeddingCache
@@ -283,7 +291,7 @@ def create_app(
         negatives = [_xywh_to_xyxy(b, "negative_bboxes entry") for b in body.negative_bboxes or []]
         image = decode(body.b64img)
         engine = engine_for("sam3", body.checkpoint_url)
-        segment = getattr(engine, "segment_concept", None)
+        segment = getattr(engine, "segment", None)
         if segment is None:
             raise ModelUnavailable("SAM3 is not available on this server: its engine cannot take text prompts")
         key = ("sam3", body.checkpoint_url)
@@ -295,13 +303,11 @@ def create_app(
             # Boxes accumulate across requests until reset_prompts (samapi's contract); the text is replaced.
             state["positive"] = state["positive"] + positives
             state["negative"] = state["negative"] + negatives
-            return segment(
-                image,
-                text=body.text_prompt or "",
-                positive_boxes=list(state["positive"]),
-                negative_boxes=list(state["negative"]),
-                threshold=body.confidence_threshold,
-            )
+            if not (body.text_prompt or state["positive"] or state["negative"]):
+                raise PromptError("sam3 needs text_prompt or at least one box (none given, none kept)")
+            engine.set_image(image)
+            found = segment(body.text_prompt or None, list(state["positive"]), list(state["negative"]))
+            return [m for m in found if m.score > body.confidence_threshold]
 
         return JSONResponse(mask_features(host.run(run), "sam3"))
 
@@ -331,17 +337,14 @@ def create_app(
         if body.max_frame_num_to_track is not None and body.max_frame_num_to_track < 1:
             raise PromptError(f"max_frame_num_to_track must be >= 1, got {body.max_frame_num_to_track}")
 
-    def video_features(body: VideoBody, model_type: str, result: dict[int, dict[int, np.ndarray]]) -> list[dict]:
+    def video_features(body: VideoBody, model_type: str, result: dict[int, dict[int, Any]]) -> list[dict]:
         out: list[dict[str, Any]] = []
         for frame in sorted(result):
             objects = result[frame]
             ids = sorted(objects)
-            masks = [Mask(np.asarray(objects[i]) > 0, 0.0) for i in ids]
-            out.extend(
-                mask_features(
-                    masks, model_type, with_quality=False, object_ids=ids, plane=_plane(body.axes, frame, body.plane_position)
-                )
-            )
+            masks = [Mask(np.asarray(getattr(objects[i], "mask", objects[i])) > 0, 0.0) for i in ids]
+            plane = _plane(body.axes, frame, body.plane_position)
+            out.extend(mask_features(masks, model_type, with_quality=False, object_ids=ids, plane=plane))
         return out
 
     @route("POST", "/sam/video/")
@@ -350,15 +353,17 @@ def create_app(
             if body.type not in SAM2_TYPES:
                 raise PromptError(f"/sam/video/ needs a SAM2 type ({', '.join(SAM2_TYPES)}), got {body.type}")
             check_video(body)
-            prompts: dict[int, dict[int, Prompt]] = {}
+            prompts: dict[int, list[Prompt]] = {}
             for frame, objs in (body.objs or {}).items():
+                by_id: dict[int, Prompt] = {}
                 for j, obj in enumerate(objs):
-                    if "obj_id" not in obj:
-                        raise PromptError(f"objs[{frame}][{j}] has no obj_id")
                     what = f"objs[{frame}][{j}]"
-                    prompts.setdefault(int(frame), {})[int(obj["obj_id"])] = _prompt(
-                        obj.get("bbox"), obj.get("point_coords"), obj.get("point_labels"), what
-                    )
+                    if not isinstance(obj.get("obj_id"), int):
+                        raise PromptError(f"{what} needs an integer obj_id")
+                    p = _prompt(obj.get("bbox"), obj.get("point_coords"), obj.get("point_labels"), what)
+                    # A later prompt for the same object on the same frame replaces the earlier one (as in samapi).
+                    by_id[obj["obj_id"]] = Prompt(box=p.box, points=p.points, labels=p.labels, key=obj["obj_id"])
+                prompts[int(frame)] = list(by_id.values())
             frames = frames_of(body)
             bad = [f for f in prompts if not 0 <= f < len(frames)]
             if bad:
