@@ -293,6 +293,18 @@ def test_second_prompt_on_the_same_image_skips_the_encoder(ext_url: str, server:
         assert after.misses == before.misses and after.hits == before.hits + 1  # the image was encoded before
 
 
+def test_the_model_loads_once(ext_url: str, server: Any, nuclei: Any) -> None:
+    _, rgb, labels = _crop(nuclei, 0, 0, 128)
+    box, _ = _nucleus_box(labels)
+    host = server.app.state.host
+    body = {"type": "vit_t", "bbox": box, "b64img": _png_b64(rgb), "checkpoint_url": VIT_T_URL}
+    assert _post_like_extension(ext_url, body).status_code == 200
+    loads = host.loads
+    for extra in ({}, {"checkpoint_url": None}, {"multimask_output": True}):
+        assert _post_like_extension(ext_url, {**body, **extra}).status_code == 200
+    assert host.loads == loads  # the default URL and no URL are the same weights: one model
+
+
 def test_grayscale_16bit_and_rgba_images_are_accepted(ext_url: str, server: Any, nuclei: Any) -> None:
     raw, rgb, labels = _crop(nuclei, 0, 0, 128)
     box, _ = _nucleus_box(labels)

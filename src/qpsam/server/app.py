@@ -10,15 +10,15 @@ from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from .. import __version__
-from ..engines.base import SAM1_TYPES, SAM2_TYPES, AutomaskParams, Mask, OutputType, Prompt
+from ..engines.base import SAM2_TYPES, AutomaskParams, Mask, OutputType, Prompt
 from ..errors import ModelError, PromptError, QpsamError, WeightsError
-from .features import feature, mask_features
+from .features import mask_features
 from .guard import Guard
 from .host import EngineFactory, ModelHost, ModelUnavailable
-from .images import BadImage, ImageTooLarge, decode_b64_image, decode_image_bytes
+from .images import ImageTooLarge, decode_b64_image, decode_image_bytes
 from .schemas import AutoMaskBody, ModelType, SAM3Body, SAMBody, VideoBody, WeightsBody
 from .settings import Settings
-from .uploads import BadUpload, UploadStore
+from .uploads import UploadStore
 from .weights_api import CheckpointRejected, WeightsService
 
 __all__ = ["create_app", "PROTOCOL_VERSION", "FEATURES"]
@@ -41,10 +41,6 @@ FEATURES = (
     "bearer-token",
     "token-path-prefix",  # /t/<token>/sam/ for clients that cannot send headers
 )
-
-
-class _Unavailable(ModelUnavailable):
-    pass
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -139,11 +135,11 @@ def create_app(
     assert settings.home is not None
     if engine_factory is None:
         engine_factory, make_cache = _default_factory()
-        if cache is None and settings.cache_bytes > 0:
-            try:
+        if cache is None:
+            if settings.cache_bytes == 0:
+                cache = False  # engines take False as "no cache" (None would mean their process-wide one)
+            else:
                 cache = make_cache(settings.cache_bytes)
-            except ImportError as exc:  # engines not installed: the server still answers weights/version
-                log.warning("no embedding cache: %s", exc)
     host = ModelHost(engine_factory, device=settings.device, max_models=settings.max_models, cache=cache)
     weights = WeightsService(settings.home)
     uploads = UploadStore(settings.home / "videos", max_frames=settings.max_upload_frames, ttl_s=settings.upload_ttl_s)

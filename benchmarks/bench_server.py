@@ -1,0 +1,126 @@
+"""Server speed: a prompt on a new image against further prompts on the same image (embedding cache).
+
+Starts ``qpsam serve``'s application in this process (uvicorn on loopback, CPU, MobileSAM vit_t) and sends
+requests the way the QuPath extension does (a 512x512 RGB PNG in base64, one box per request). The same run
+measures a server with the cache turned off (every request re-encodes, as samapi does when the image changes)
+as the baseline. Prints a table with ratios against the first prompt of the same run.
+
+    python benchmarks/bench_server.py [--repeat 5] [--threads 1] [--concurrent]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from qpsam.engines.base import to_rgb8  # noqa: E402
+from qpsam.server import Settings, create_app  # noqa: E402
+from qpsam.server.thread import ServerThread  # noqa: E402
+
+
+def png_b64(rgb: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def boxes_of(labels: np.ndarray, n: int) -> list[list[int]]:
+    out = []
+    for value in np.unique(labels[labels > 0])[:n]:
+        rows, cols = np.nonzero(labels == value)
+        out.append([int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1])
+    return out
+
+
+def post(url: str, body: dict) -> float:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    t = time.perf_counter()
+    r = httpx.post(url, content=data, headers={"Content-Type": "application/json; charset=utf-8"}, timeout=600)
+    elapsed = time.perf_counter() - t
+    r.raise_for_status()
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=5, help="prompts per cached measurement (median reported)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--concurrent", action="store_true", help="also time 8 clients with 8 different images")
+    args = ap.parse_args()
+
+    import tifffile
+    import torch
+
+    torch.set_num_threads(args.threads)
+    image = tifffile.imread(REPO / "examples/data/nuclei.tif")
+    labels = tifffile.imread(REPO / "examples/data/nuclei_mask.tif")
+    rgb = to_rgb8(image)
+    boxes = boxes_of(labels, args.repeat + 2)
+    rows: list[tuple[str, float, int]] = []
+
+    with tempfile.TemporaryDirectory() as home:
+        for cached in (True, False):
+            settings = Settings(home=Path(home) / ("on" if cached else "off"), device="cpu",
+                                cache_bytes=(1 << 30) if cached else 0)
+            with ServerThread(create_app(settings)) as server:
+                url = server.url
+                # Load the model first, on another image, so that no row below includes loading.
+                t = time.perf_counter()
+                post(url, {"type": "vit_t", "bbox": [0, 0, 20, 20], "b64img": png_b64(rgb[::-1].copy())})
+                load = time.perf_counter() - t
+                b64 = png_b64(rgb)
+                tag = "cache on" if cached else "cache off (baseline)"
+                first = post(url, {"type": "vit_t", "bbox": boxes[0], "b64img": b64, "multimask_output": False})
+                rows.append((f"{tag}: model load + first prompt on another image", load, 1))
+                rows.append((f"{tag}: first prompt on a new image", first, 1))
+                same = [post(url, {"type": "vit_t", "bbox": b, "b64img": b64, "multimask_output": False})
+                        for b in boxes[1 : 1 + args.repeat]]
+                rows.append((f"{tag}: next prompt, same image (median)", statistics.median(same), len(same)))
+                multi = [post(url, {"type": "vit_t", "bbox": b, "b64img": b64, "multimask_output": True})
+                         for b in boxes[1 : 1 + args.repeat]]
+                rows.append((f"{tag}: next multimask prompt, same image (median)", statistics.median(multi), len(multi)))
+                if cached and args.concurrent:
+                    crops = [png_b64(rgb[r : r + 256, c : c + 256].copy()) for r in (0, 256) for c in (0, 128, 256)]
+                    crops += [png_b64(rgb[64:320, 64:320].copy()), png_b64(rgb[192:448, 192:448].copy())]
+                    times: list[float] = []
+
+                    def one(b: str) -> None:
+                        times.append(post(url, {"type": "vit_t", "bbox": [10, 10, 60, 60], "b64img": b}))
+
+                    t = time.perf_counter()
+                    threads = [threading.Thread(target=one, args=(c,)) for c in crops]
+                    for th in threads:
+                        th.start()
+                    for th in threads:
+                        th.join()
+                    rows.append(("cache on: 8 concurrent clients, 8 new images (wall)", time.perf_counter() - t, 8))
+
+    first_on = next(v for name, v, _ in rows if name == "cache on: first prompt on a new image")
+    print(f"\nMobileSAM vit_t on CPU ({args.threads} torch thread(s)), 512x512 PNG as the QuPath extension sends it")
+    print("ratio = first prompt on a new image (cache on) / this row\n")
+    print("| step | n | seconds | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, value, n in rows:
+        print(f"| {name} | {n} | {value:.3f} | {first_on / value:.1f}x |")
+    cached_next = next(v for name, v, _ in rows if name == "cache on: next prompt, same image (median)")
+    print(f"\nsecond prompt on the same image: {first_on / cached_next:.1f}x faster than the first (target >= 10x)")
+
+
+if __name__ == "__main__":
+    main()
