@@ -124,10 +124,11 @@ class Sam2Engine:
 
         self.predictor = SAM2ImagePredictor(self.model)
         self.mask_threshold = float(self.predictor.mask_threshold)
+        # an empty EmbeddingCache is falsy (it has a length): test identity, not truth
         if cache is None or cache is True:
             self.cache: EmbeddingCache | None = default_cache()
         else:
-            self.cache = cache or None
+            self.cache = cache if isinstance(cache, EmbeddingCache) else None
         self.max_batch = max(1, int(max_batch)) if max_batch else (64 if self.device.type == "cuda" else 2)
         self.lock = threading.RLock()
         self.encoder_runs = 0

@@ -91,10 +91,11 @@ class TorchSamEngine:
         model.to(self.device).eval()
         self.predictor = predictor_cls(model)
         self.mask_threshold = float(model.mask_threshold)
+        # an empty EmbeddingCache is falsy (it has a length): test identity, not truth
         if cache is None or cache is True:
             self.cache: EmbeddingCache | None = default_cache()
         else:
-            self.cache = cache or None
+            self.cache = cache if isinstance(cache, EmbeddingCache) else None
         self.max_batch = max(1, int(max_batch)) if max_batch else _default_batch(self.device)
         self.lock = threading.RLock()
         self.encoder_runs = 0  # how often the image encoder ran (cache misses)
@@ -217,12 +218,19 @@ class TorchSamEngine:
             dtype=torch.float,
             device=self.device,
         )
-        labels = torch.ones(coords.shape[0], dtype=torch.int, device=self.device)
-        with autocast(self.device, self.dtype):
-            logits, iou, _ = p.predict_torch(
-                coords[:, None, :], labels[:, None], multimask_output=multimask, return_logits=True
-            )
-        return logits.float(), iou.float()
+        labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=self.device)
+        logits, ious = [], []
+        for start in range(0, coords.shape[0], self.max_batch):
+            with autocast(self.device, self.dtype):
+                part, iou, _ = p.predict_torch(
+                    coords[start : start + self.max_batch, None, :],
+                    labels[start : start + self.max_batch],
+                    multimask_output=multimask,
+                    return_logits=True,
+                )
+            logits.append(part.float())
+            ious.append(iou.float())
+        return torch.cat(logits), torch.cat(ious)
 
     def automask(
         self, image: np.ndarray, params: AutomaskParams = AutomaskParams(), progress: Progress | None = None
