@@ -243,3 +243,30 @@ def test_packaged_mobile_sam_and_qpsam_weights_env(tmp_path, monkeypatch):
 def test_url_normalisation_for_hub_links():
     assert W._normalise_url("https://huggingface.co/o/r/blob/main/x.pt") == "https://huggingface.co/o/r/resolve/main/x.pt"
     assert "id=ABC" in W._normalise_url("https://drive.google.com/file/d/ABC/view?usp=sharing")
+
+
+def test_cli_register_list_path_and_errors(server, home, capsys):
+    from qpsam.cli import main
+
+    assert main(["weights", "register", server.url(), "--type", "vit_b", "--name", "mine",
+                 "--sha256", PAYLOAD_SHA]) == 0
+    out = capsys.readouterr().out
+    assert "registered vit_b/mine" in out and PAYLOAD_SHA in out
+    assert main(["weights", "list", "--type", "vit_b", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [(r["name"], r["sha256"], r["size"]) for r in records] == [("mine", PAYLOAD_SHA, len(PAYLOAD))]
+    assert main(["weights", "path", "vit_b", "--weights", "mine"]) == 0
+    assert capsys.readouterr().out.strip() == str(home / "weights" / "vit_b" / "mine.pth")
+    assert main(["weights", "path"]) == 0
+    assert capsys.readouterr().out.strip() == str(home)
+    assert main(["weights", "catalog"]) == 0
+    assert "vit_h_histopathology" in capsys.readouterr().out
+    assert main(["weights", "path", "vit_q"]) == 1
+    assert "unknown model type 'vit_q'" in capsys.readouterr().err
+    assert main(["weights", "register", server.url("/missing.pth"), "--type", "vit_b", "--name", "x"]) == 1
+    assert "HTTP 404" in capsys.readouterr().err
+    assert main(["weights", "register", "vit_b_lm", "--type", "vit_h"]) == 1
+    assert "are for vit_b, not vit_h" in capsys.readouterr().err
+    assert main(["weights", "register", server.url()]) == 2  # --type missing: a usage error
+    assert main(["weights", "remove", "vit_b", "mine"]) == 0
+    assert not (home / "weights" / "vit_b" / "mine.pth").exists()

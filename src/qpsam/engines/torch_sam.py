@@ -82,12 +82,14 @@ class TorchSamEngine:
         if info.family not in ("sam1", "mobile_sam"):
             raise ModelError(f"model type {model_type} is not a SAM1-family model (vit_h, vit_l, vit_b, vit_t)")
         self.model_type = info.type
-        self.weights_path = resolve_weights(info.type, weights, progress=progress)
-        self.weights_sha256 = weights_sha256(self.weights_path)
         self.device = pick_device(device)
         self.dtype = autocast_dtype(self.device, precision)
+        self.weights_path = resolve_weights(info.type, weights, progress=progress)
+        state = read_checkpoint(self.weights_path, info.type)  # fail on bad files before building the model
+        self.weights_sha256 = weights_sha256(self.weights_path)
         model, predictor_cls = build_sam1(info.type)
-        load_into(model, read_checkpoint(self.weights_path, info.type), self.weights_path, info.type)
+        load_into(model, state, self.weights_path, info.type)
+        del state
         model.to(self.device).eval()
         self.predictor = predictor_cls(model)
         self.mask_threshold = float(model.mask_threshold)
