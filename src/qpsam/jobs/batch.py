@@ -28,7 +28,7 @@ class Change:
     added: tuple[PathObject, ...] = ()
     removed: tuple[Any, ...] = ()  # ids of objects to remove
     windows: int = 0
-    groovy: str | None = None
+    specs: tuple[Any, ...] = ()  # qpsam.groovy specs that replay the change in QuPath
 
 
 @dataclass
@@ -76,7 +76,10 @@ def run_batch(
                 change = work(target)
                 target.commit(change, key, params)
                 entry.added, entry.removed, entry.windows = len(change.added), len(change.removed), change.windows
-                entry.groovy = change.groovy
+                if change.specs:
+                    from qpsam.jobs.scripts import combined_script
+
+                    entry.groovy = combined_script(change.specs)
         except Exception as exc:  # noqa: BLE001 - one image's failure must not stop the run
             if debug:
                 raise

@@ -62,7 +62,7 @@ def detect(
     debug: bool = False,
 ) -> RunReport:
     """Prompt detection on project images (all by default); results are written into the project."""
-    from qpsam.jobs.scripts import detection_groovy
+    from qpsam.jobs.scripts import detection_specs
     from qpsam.jobs.targets import project_targets
 
     model, ex = _engine_and_executor(engine, executor)
@@ -73,8 +73,8 @@ def detect(
         result = detect_image(model, source, target.objects(), options, executor=ex)
         if preview:
             _previews(preview, target, source, [w.region for w in result.windows], result.added)
-        return Change(result.added, result.removed, len(result.windows),
-                      detection_groovy(engine, options, result, target.objects()))
+        specs = detection_specs(engine, options, result, target.objects())
+        return Change(result.added, result.removed, len(result.windows), tuple(specs))
 
     with project_targets(project, images) as targets:
         out = run_batch("detect", params, targets, work, resume=resume, progress=progress, debug=debug)
@@ -98,7 +98,7 @@ def automask(
     debug: bool = False,
 ) -> RunReport:
     """Automatic masks on project images: ``region`` is None (whole image), (x0, y0, x1, y1) or ``annotation:CLASS``."""
-    from qpsam.jobs.scripts import automask_groovy
+    from qpsam.jobs.scripts import automask_specs
     from qpsam.jobs.targets import project_targets
 
     model, ex = _engine_and_executor(engine, executor)
@@ -122,10 +122,9 @@ def automask(
         for bounds, within in areas:
             added += automask_region(model, source, bounds, options, plane, within, executor=ex)
         if preview:
-            from qpsam.jobs.automask import plan_tiles
-
             _previews(preview, target, source, [_preview_region(source, b, plane) for b, _ in areas], added)
-        return Change(tuple(added), (), len(areas), automask_groovy(engine, options, source, areas, plane))
+        specs = automask_specs(engine, options, source.width, source.height, [b for b, _ in areas], plane)
+        return Change(tuple(added), (), len(areas), tuple(specs))
 
     with project_targets(project, images) as targets:
         out = run_batch("automask", params, targets, work, resume=resume, progress=progress, debug=debug)
