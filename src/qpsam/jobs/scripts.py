@@ -20,7 +20,7 @@ from qpsam.jobs.report import RunReport
 from qpsam.objects import ImagePlane, PathObject, walk
 from qpsam.prompts import select_prompt_objects
 
-__all__ = ["detection_specs", "automask_specs", "combined_script", "write_scripts"]
+__all__ = ["automask_specs", "combined_script", "detection_specs", "sequence_specs", "write_scripts"]
 
 
 def _connection(engine: Any) -> dict[str, Any]:
@@ -95,3 +95,31 @@ def write_scripts(path: str | os.PathLike[str], report: RunReport) -> list[Path]
         os.replace(tmp, target)
         written.append(target)
     return written
+
+
+def sequence_specs(engine: Any, plan: Any, axis: str) -> list[Any]:
+    """The replay spec of a tracking run (SAM2 video over z or t) from its :class:`~qpsam.jobs.tracking.TrackPlan`."""
+    from qpsam.engines.base import Prompt
+    from qpsam.groovy import SequenceSpec, VideoPrompt
+    from qpsam.jobs.tracking import track_key
+
+    prompts = []
+    classes: dict[int, str] = {}
+    for frame, objects in sorted(plan.prompts.items()):
+        value = getattr(plan.planes[frame], axis)
+        for obj in objects:
+            track = plan.tracks[track_key(obj)]
+            if obj.class_name:
+                classes.setdefault(track, obj.class_name)
+            if obj.roi_kind == "rectangle":
+                prompt = Prompt(box=obj.geometry.bounds)
+            else:
+                from qpsam.prompts import vertices
+
+                points = vertices(obj.geometry)
+                prompt = Prompt(points=points, labels=[1] * len(points))
+            prompts.append(VideoPrompt(obj_id=track, frame=value, prompt=prompt))
+    values = [getattr(p, axis) for p in plan.planes]
+    return [SequenceSpec(region=_whole(plan.region), axis=axis, start=min(values), end=max(values),
+                         prompts=tuple(prompts), classes=classes, set_name=False, random_color=False,
+                         **_connection(engine))]
