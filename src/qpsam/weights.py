@@ -446,7 +446,7 @@ def download(
                         digest.update(block)
                 done = start
                 with open(part, "ab" if start else "wb") as fh:
-                    for block in response.iter_bytes(1 << 20):
+                    for block in response.iter_bytes():
                         if cancel is not None and cancel.is_set():
                             raise WeightsError(f"download of {url} cancelled; run again to resume")
                         fh.write(block)
