@@ -392,11 +392,14 @@ class SamapiClient:
         *,
         start_frame: int | None = None,
         max_frames: int | None = None,
+        reverse: bool = True,
         progress: Progress | None = None,
     ) -> dict[int, dict[Any, Mask]]:
         """SAM2 video on the server: upload the frames, send prompts per frame, get ``{frame: {key: Mask}}``.
 
         A prompt's ``key`` names its object (same key on several frames = one object), as with a local engine.
+        ``reverse`` (also track backwards from the prompted frames) reaches qpsam servers; samapi tracks forward
+        from ``start_frame`` only.
         """
         from PIL import Image
 
@@ -436,6 +439,8 @@ class SamapiClient:
             body["max_frame_num_to_track"] = int(max_frames)
         if self.weights:
             body["checkpoint_url"] = self.weights
+        if lossless:
+            body["reverse"] = bool(reverse)  # a qpsam extension; samapi would ignore the key
         features = self._request("POST", "video/", json=body)
         return self._video_masks(features, rgb[0].shape[:2], {v: k for k, v in ids.items()}, lossless, progress, len(rgb))
 

@@ -369,7 +369,13 @@ def create_app(
             if propagate is None:
                 raise ModelUnavailable(f"the {body.type} engine of this server cannot propagate through a video")
             result = host.run(
-                lambda: propagate(frames, prompts, start_frame=body.start_frame_idx, max_frames=body.max_frame_num_to_track)
+                lambda: propagate(
+                    frames,
+                    prompts,
+                    start_frame=body.start_frame_idx,
+                    max_frames=body.max_frame_num_to_track,
+                    reverse=body.reverse,
+                )
             )
             return JSONResponse(video_features(body, body.type, result))
         finally:

@@ -83,6 +83,8 @@ class VideoBody(_Body):
     start_frame_idx: Optional[int] = None
     max_frame_num_to_track: Optional[int] = None
     objs: Optional[dict[int, list[dict[str, Any]]]] = None
+    # qpsam extension: also track backwards from the prompted frames (samapi tracks forward only).
+    reverse: bool = True
     # The extension sends camelCase ``checkpointUrl`` here; samapi ignored it. Accept both spellings.
     checkpoint_url: Optional[str] = Field(
         default=None, validation_alias=AliasChoices("checkpoint_url", "checkpointUrl")
