@@ -216,6 +216,16 @@ def test_weights_list_has_default_first_for_every_type(ext_url: str) -> None:
     assert httpx.get(ext_url + "weights/?type=vit_x").status_code == 422
 
 
+def test_listing_weights_deletes_nothing(ext_url: str, home: Path) -> None:
+    # samapi deleted every file without a sidecar while listing (downloads in progress, implicit checkpoints).
+    folder = home / "weights" / "vit_b"
+    folder.mkdir(parents=True, exist_ok=True)
+    stray = folder / "half-downloaded.pth.part"
+    stray.write_bytes(b"x" * 10)
+    listed = httpx.get(ext_url + "weights/?type=vit_b").json()
+    assert [e["name"] for e in listed] == ["default"] and stray.read_bytes() == b"x" * 10
+
+
 def test_progress_before_any_registration(ext_url: str, server: Any) -> None:
     # samapi answered 500 here (no progress file yet).
     fresh = Settings(home=Path(server.app.state.settings.home) / "fresh")
@@ -498,7 +508,9 @@ def test_bad_input_gets_4xx_with_a_message(server: Any, ext_url: str, nuclei: An
 
 # ----------------------------------------------------------------------------- uploads and video
 def _upload(url: str, dirname: str, name: str, data: bytes) -> httpx.Response:
-    return httpx.post(url + "upload/", data={"dirname": dirname}, files={"file": (name, data, "image/jpeg")})
+    """Multipart as the extension builds it: a text/plain ``dirname`` part and an image/jpeg ``file`` part."""
+    files = {"dirname": (None, dirname, "text/plain"), "file": (name, data, "image/jpeg")}
+    return httpx.post(url + "upload/", files=files)
 
 
 def _jpeg(rgb: np.ndarray) -> bytes:
