@@ -22,6 +22,7 @@ from qpsam.remote import SamapiClient
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "env-token-123"
+_PROCESS: dict[str, object] = {}
 
 
 def _free_port() -> int:
@@ -51,13 +52,16 @@ def served(cert: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) ->
     env = dict(os.environ, QPSAM_SERVER_TOKEN=TOKEN, QPSAM_HOME=str(tmp_path_factory.mktemp("home")))
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "qpsam.cli", "serve", "--port", str(port), "--workers", "2", "--device", "cpu",
-           "--ssl-certfile", str(crt), "--ssl-keyfile", str(key), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           "--ssl-certfile", str(crt), "--ssl-keyfile", str(key), "--log-level", "info"]
+    log = tmp_path_factory.mktemp("log") / "serve.log"
+    out = open(log, "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    _PROCESS["proc"], _PROCESS["log"] = proc, log
     url = f"https://127.0.0.1:{port}/sam/"
     try:
         for _ in range(300):
             if proc.poll() is not None:
-                pytest.fail(f"qpsam serve exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
+                pytest.fail(f"qpsam serve exited with {proc.returncode}: {log.read_text()}")
             try:
                 if httpx.get(url + "version/", verify=False, timeout=2).status_code == 200:
                     break
@@ -67,11 +71,18 @@ def served(cert: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) ->
             pytest.fail("qpsam serve did not answer within 30 s")
         yield url
     finally:
+        _stop(proc)
+        out.close()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
 
 
 def test_tls_with_the_certificate(served: str, cert: tuple[Path, Path]) -> None:
@@ -131,3 +142,17 @@ def test_no_model_is_loaded_at_start(tmp_path: Path) -> None:
         assert client.get("/sam/version/").status_code == 200
         assert client.get("/sam/weights/").status_code == 200
     assert built == [] and app.state.host.loads == 0
+
+
+def test_access_log_hides_the_token_and_polling(served: str) -> None:
+    # Runs last in this module: it stops the server to read its whole log.
+    prefixed = served.replace("/sam/", f"/t/{TOKEN}/sam/")
+    assert httpx.get(prefixed + "weights/?type=vit_h", verify=False).status_code == 200
+    for _ in range(3):
+        assert httpx.get(prefixed + "progress/", verify=False).status_code == 200
+    proc, log = _PROCESS["proc"], _PROCESS["log"]
+    _stop(proc)  # type: ignore[arg-type]
+    text = Path(str(log)).read_text()
+    assert "/sam/weights/?type=vit_h" in text  # requests are logged...
+    assert TOKEN not in text  # ...without the token given in the URL
+    assert "/sam/progress/" not in text  # polling is not logged

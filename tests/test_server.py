@@ -359,6 +359,26 @@ def test_client_output_types(server: Any, nuclei: Any, reference: Any) -> None:
     assert _iou(best.mask, ref_masks[int(np.argmax(ref_q))]) > 0.98
 
 
+def test_a_detection_job_runs_on_the_server(server: Any, nuclei: Any) -> None:
+    """``--server URL``: the detection job with a remote engine spec gets the nucleus outlined in image space."""
+    from shapely.geometry import box as shapely_box
+
+    from qpsam.jobs.detect import DetectOptions, detect_image
+    from qpsam.jobs.executors import EngineSpec
+    from qpsam.jobs.sources import ArraySource
+    from qpsam.objects import PathObject
+
+    _, rgb, labels = _crop(nuclei, 0, 0, 128)
+    box, truth = _nucleus_box(labels)
+    prompt = PathObject(shapely_box(*box))
+    spec = EngineSpec("vit_t", server=server.url, token=TOKEN)
+    result = detect_image(spec, ArraySource(rgb, name="nuclei crop"), [prompt], DetectOptions())
+    (found,) = result.added
+    mask = features_to_masks([{"type": "Feature", "geometry": found.geometry.__geo_interface__}], truth.shape,
+                             pixel_corner=True)[0].mask
+    assert _iou(mask, truth) > 0.6
+
+
 @pytest.mark.slow
 def test_eight_concurrent_clients_get_their_own_results(server: Any, nuclei: Any) -> None:
     origins = [(0, 128), (0, 256), (0, 384), (128, 0), (128, 128), (128, 256), (256, 0), (384, 384)]
@@ -656,6 +676,8 @@ def test_register_weights_then_predict_with_them(ext_url: str, server: Any, weig
     default = _post_like_extension(ext_url, base).json()
     copy = _post_like_extension(ext_url, {**base, "checkpoint_url": files.url})
     assert copy.status_code == 200 and copy.json() == default  # same file, same answer
+    by_name = _post_like_extension(ext_url, {**base, "checkpoint_url": "mobile_copy"})  # qpsam clients may name them
+    assert by_name.status_code == 200 and by_name.json() == default
     assert ("vit_t", None) in server.app.state.host.loaded
 
 

@@ -51,6 +51,16 @@ def normalise_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
+def _weights_url(weights: str | None) -> str | None:
+    """Catalog names (``vit_b_lm``...) become their URLs, which every samapi server understands."""
+    if not weights:
+        return None
+    from .weights import CATALOG
+
+    entry = CATALOG.get(str(weights))
+    return entry.url if entry is not None else str(weights)
+
+
 def _rasterise(geometry: Any, shape: tuple[int, int], pixel_corner: bool) -> np.ndarray:
     """Pixels of ``shape`` (rows, cols) whose centres lie inside ``geometry``.
 
@@ -141,7 +151,7 @@ class SamapiClient:
 
         self.url = normalise_url(url)
         self.model_type = model_type
-        self.weights = weights
+        self.weights = _weights_url(weights)
         self.timeout = float(timeout)
         self.retries = max(0, int(retries))
         self.backoff = float(backoff)
@@ -175,7 +185,7 @@ class SamapiClient:
         """A client for another model on the same server, sharing the connection pool."""
         other = object.__new__(SamapiClient)
         other.__dict__.update(self.__dict__)
-        other.model_type, other.weights = model_type, weights
+        other.model_type, other.weights = model_type, _weights_url(weights)
         other._image, other._b64 = None, None
         return other
 

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 import click
 
 __all__ = ["register", "serve"]
-
-
-class _QuietPolling(logging.Filter):
-    """Drop access-log lines of the endpoints clients poll every 100 ms."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return "/sam/progress/" not in message and "/sam/weights/cancel/" not in message
 
 
 def app_from_env() -> object:
@@ -90,7 +81,6 @@ def serve(
             "SAM3 prompt state is per worker",
             err=True,
         )
-    logging.getLogger("uvicorn.access").addFilter(_QuietPolling())
     scheme = "https" if ssl_certfile else "http"
     click.echo(f"qpsam serve: {scheme}://{host}:{port}/sam/ (device {device})", err=True)
     common = dict(

@@ -43,6 +43,21 @@ FEATURES = (
 )
 
 
+class _QuietPolling(logging.Filter):
+    """Drops access-log lines of the endpoints clients poll every 100 ms during a registration."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "/sam/progress/" not in message and "/sam/weights/cancel/" not in message
+
+
+def _quiet_polling() -> None:
+    # Added from create_app so that every uvicorn worker process (which builds its own app) gets it.
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _QuietPolling) for f in access.filters):
+        access.addFilter(_QuietPolling())
+
+
 def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
@@ -133,6 +148,12 @@ def create_app(
     """
     settings = settings or Settings.from_env()
     assert settings.home is not None
+    _quiet_polling()
+    from PIL import Image
+
+    # Our own pixel limit answers 413 first; PIL's decompression-bomb check must not fire below it.
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < settings.max_image_pixels:
+        Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
     if engine_factory is None:
         engine_factory, make_cache = _default_factory()
         if cache is None:

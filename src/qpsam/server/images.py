@@ -49,7 +49,7 @@ def decode_image_bytes(raw: bytes, *, field: str = "image", max_pixels: int | No
         raise BadImage(f"{field} holds no bytes")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
             image = Image.open(io.BytesIO(raw))
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
@@ -59,7 +59,7 @@ def decode_image_bytes(raw: bytes, *, field: str = "image", max_pixels: int | No
             image.load()
     except ImageTooLarge:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"{field} is too large to decode safely: {exc}") from None
     except UnidentifiedImageError:
         return _decode_other(raw, field, max_pixels)

@@ -113,6 +113,13 @@ class WeightsService:
         for entry in registry.CATALOG.values():
             if entry.url == checkpoint_url and entry.type == model_type:
                 return str(registry.resolve_weights(model_type, entry.name))
+        # qpsam clients may name weights instead of giving their URL: registered names, then catalog names.
+        for r in records:
+            if r.name == checkpoint_url:
+                return self._path_of(r)
+        entry = registry.CATALOG.get(checkpoint_url)
+        if entry is not None and entry.type == model_type:
+            return str(registry.resolve_weights(model_type, entry.name))
         raise CheckpointRejected(
             f"checkpoint_url {checkpoint_url!r} is not registered for {model_type}: register it first "
             f"(POST /sam/weights/ with type, name and url), then select it"
