@@ -761,6 +761,15 @@ def _describe_region(region: Region) -> dict:
     }
 
 
+def _plain(value: object) -> object:
+    """Tuples as lists, so that a description equals itself after a JSON round trip."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def describe(spec: Spec) -> dict:
     """The parameters of a run as plain JSON values (prompt geometries as GeoJSON geometry)."""
     out: dict = {
@@ -807,7 +816,7 @@ def describe(spec: Spec) -> dict:
                 for p in spec.prompts
             ],
         )
-    return out
+    return _plain(out)  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------------------------
