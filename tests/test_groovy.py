@@ -36,7 +36,7 @@ from qpsam.groovy import (
     sequence_script,
     string,
 )
-from qpsam.objects import ImagePlane, PathClass, PathObject
+from qpsam.objects import ImagePlane, PathObject
 
 GOLDEN = Path(__file__).parent / "golden"
 MOBILE_SAM = "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt"

@@ -185,3 +185,12 @@ def test_cli_import_scripts(capsys, reader) -> None:
     assert code == 0
     result = reader(out)
     assert result.declared("geojsonFolder") == "/abs/geo" and result.declared("fileNamePattern") == "{id}.json"
+
+
+def test_write_script_names_a_missing_folder(tmp_path: Path) -> None:
+    from qpsam.groovy import write_script
+
+    with pytest.raises(ScriptError, match="no folder .*missing"):
+        write_script(tmp_path / "missing" / "a.groovy", "println 1\n")
+    target = write_script(tmp_path / "a.groovy", "println 'caf\\u00e9'\n")
+    assert target.read_bytes() == b"println 'caf\\u00e9'\n"

@@ -15,7 +15,9 @@ escaped, so a script is plain ASCII.
 from __future__ import annotations
 
 import math
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
@@ -44,6 +46,7 @@ __all__ = [
     "import_script",
     "project_import_script",
     "fill_template",
+    "write_script",
     "template_text",
     "template_path",
     "TEMPLATES",
@@ -916,3 +919,24 @@ def project_import_script(
         removeBeforeImport=_check_remove(remove),
         nestObjects=bool(nest),
     )
+
+
+def write_script(path: str | Path, text: str) -> Path:
+    """Write a script atomically (a temporary file beside it, then a rename) and check what landed."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise ScriptError(f"cannot write Groovy script {target}: no folder {folder}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ScriptError(f"cannot write Groovy script {target}: {exc}") from exc
+    if target.read_text(encoding="utf-8") != text:
+        raise ScriptError(f"Groovy script {target} reads back differently from what was written")
+    return target

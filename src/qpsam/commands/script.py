@@ -5,9 +5,6 @@ Coordinates on the command line are full-resolution image pixels, as in QuPath.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Callable, Sequence
 
 import click
@@ -44,16 +41,9 @@ def _write(text: str, out: str | None) -> None:
     if out is None or out == "-":
         click.echo(text, nl=False)
         return
-    path = Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    click.echo(f"wrote {path}", err=True)
+    from ..groovy import write_script
+
+    click.echo(f"wrote {write_script(out, text)}", err=True)
 
 
 def _run_options(func: Callable) -> Callable:
