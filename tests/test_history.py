@@ -12,7 +12,7 @@ import pytest
 from shapely.geometry import box
 
 from groovy_fixtures import groovy, parse_ok, reader  # noqa: F401
-from qpsam import __version__, history
+from qpsam import __version__, geojson, history
 from qpsam.cli import main
 from qpsam.engines.base import AutomaskParams, OutputType, Prompt
 from qpsam.errors import ProjectError
@@ -46,7 +46,8 @@ def track_spec() -> SequenceSpec:
 
 def test_record_appends_one_line_per_run(project: Path) -> None:
     when = datetime(2025, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
-    first = history.record(project, detect_spec(), "1", image_name="slide A.tif", time=when)
+    spec = detect_spec()
+    first = history.record(project, spec, "1", image_name="slide A.tif", time=when)
     history.record(project / "project.qpproj", automask_spec(), 2)
     path = project / "qpsam" / "history.jsonl"
     lines = path.read_text(encoding="ascii").splitlines()
@@ -57,8 +58,8 @@ def test_record_appends_one_line_per_run(project: Path) -> None:
     assert data["params"]["region"] == {"x": 0, "y": 0, "width": 200, "height": 100, "downsample": 2.0,
                                         "plane": [-1, 0, 0]}
     assert data["params"]["output"] == "multi-smallest"
-    assert data["params"]["prompts"][0]["roi"] == "rectangle"
-    assert data["groovy"] == script_for(detect_spec())
+    assert geojson.from_feature(data["params"]["prompts"][0]) == spec.prompts[0]
+    assert data["groovy"] == script_for(spec)
     assert first == history.read(project)[0]
     second = history.read(project)[1]
     assert second.kind == "automask" and second.image_id == "2"

@@ -26,10 +26,11 @@ def test_script_detect_prints_the_run(capsys, reader) -> None:
         capsys, "script", "detect", "--model", "sam2_s", "--weights-url", "https://w.example/s.pt",
         "--region", "100,50,800,600", "--downsample", "2.5", "--z", "3", "--t", "1",
         "--box", "120,60,180.5,130", "--box", "300,300,340,360", "--point", "500,400", "--point", "510.25,420",
-        "--bg-point", "130,70", "--class", "Nucleus", "--output", "multi-best",
+        "--bg-point", "130,70", "--class", "Nucleus", "--output", "multi-best", "--names",
     )
     assert code == 0
     result = reader(out)
+    assert result.one("setName").args == (True,) and result.one("setRandomColor").args == (False,)
     assert result.one("createInstance").args[1:] == (Decimal("2.5"), 100, 50, 800, 600, 3, 1)
     assert [c.args[:4] for c in result.named("createRectangleROI")] == [
         (Decimal("120.0"), Decimal("60.0"), Decimal("60.5"), Decimal("70.0")),
@@ -47,9 +48,12 @@ def test_script_detect_prints_the_run(capsys, reader) -> None:
 
 def test_script_detect_sam3(capsys, reader) -> None:
     code, out, _ = run(capsys, "script", "detect", "--model", "sam3", "--region", "0,0,100,100", "--text", "cell",
-                       "--box", "1,2,30,40", "--neg-box", "50,50,60,60", "--confidence", "0.25", "--reset-prompts")
+                       "--box", "1,2,30,40", "--neg-box", "50,50,60,60", "--confidence", "0.25", "--reset-prompts",
+                       "--weights", "https://w.example/sam3.pt", "--random-colors")
     assert code == 0
     result = reader(out)
+    assert result.one("checkpointUrl").args == ("https://w.example/sam3.pt",)
+    assert result.one("setName").args == (False,) and result.one("setRandomColor").args == (True,)
     assert result.one("textPrompt").args == ("cell",)
     assert same_number(result.one("confidenceThresh").args[0], 0.25)
     assert result.one("resetPrompts").args == (True,)

@@ -742,15 +742,9 @@ def job_kind(spec: Spec) -> str:
 
 
 def _describe_object(obj: PathObject) -> dict:
-    from shapely.geometry import mapping
+    from . import geojson
 
-    return {
-        "id": str(obj.id),
-        "roi": obj.roi_kind,
-        "geometry": mapping(obj.geometry),
-        "class": obj.class_name,
-        "plane": [obj.plane.c, obj.plane.z, obj.plane.t],
-    }
+    return geojson.to_feature(obj)  # QuPath GeoJSON: geojson.from_feature reads it back
 
 
 def _describe_region(region: Region) -> dict:
@@ -774,7 +768,7 @@ def _plain(value: object) -> object:
 
 
 def describe(spec: Spec) -> dict:
-    """The parameters of a run as plain JSON values (prompt geometries as GeoJSON geometry)."""
+    """The parameters of a run as plain JSON values (prompt objects as QuPath GeoJSON features)."""
     out: dict = {
         "kind": job_kind(spec),
         "server_url": spec.server_url,
@@ -834,7 +828,12 @@ def template_path(name: str) -> Path:
     """Where a standalone script lies (``groovy/`` of the source tree, packaged as ``qpsam/groovy_templates``)."""
     if name not in TEMPLATES:
         raise ScriptError(f"no Groovy template {name!r}; templates: {', '.join(TEMPLATES)}")
-    return Path(str(resources.files("qpsam") / "groovy_templates" / name))
+    packaged = Path(str(resources.files("qpsam") / "groovy_templates" / name))
+    if packaged.is_file():
+        return packaged
+    # A source checkout where the groovy_templates link to ../../groovy was not made (symlinks off on Windows).
+    source = Path(__file__).resolve().parents[2] / "groovy" / name
+    return source if source.is_file() else packaged
 
 
 def template_text(name: str) -> str:
