@@ -1,0 +1,149 @@
+"""Prompt detection on one image: prompts -> windows -> SAM -> objects in image coordinates."""
+
+from __future__ import annotations
+
+import colorsys
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+from qpsam.engines.base import Engine, OutputType
+from qpsam.errors import JobError
+from qpsam.geometry import mask_to_geometry
+from qpsam.jobs.sources import ImageSource
+from qpsam.jobs.windows import Window, plan_windows
+from qpsam.objects import ObjectType, PathClass, PathObject, walk
+from qpsam.prompts import PromptSet, prompts_from_objects, select_prompt_objects
+
+__all__ = ["DetectOptions", "ImageDetection", "detect_image", "QUALITY", "quality_name"]
+
+#: The measurement holding SAM's predicted quality, spelt as the QuPath extension spells it.
+QUALITY = "SAM Quality"
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """What a detection run does with its prompts and results (the CLI's options)."""
+
+    output: OutputType = OutputType.SINGLE
+    prompts: str = "all"  # "all" or "class:NAME"
+    keep_prompts: bool = False
+    object_type: ObjectType = ObjectType.ANNOTATION
+    path_class: str | None = None
+    names: bool = False
+    random_colors: bool = False
+    min_area: float = 0.0
+    simplify: float | None = None
+    model_input: int = 1024
+    downsample: float | None = None
+    permit_lines: bool = True
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output", OutputType.parse(self.output))
+        object.__setattr__(self, "object_type", ObjectType(self.object_type))
+        if self.object_type not in (ObjectType.ANNOTATION, ObjectType.DETECTION):
+            raise JobError(f"--object must be annotation or detection, got {self.object_type.value}")
+        if self.prompts != "all" and not (self.prompts.startswith("class:") and len(self.prompts) > 6):
+            raise JobError(f"--prompts must be 'all' or 'class:NAME', got {self.prompts!r}")
+        if self.min_area < 0:
+            raise JobError(f"min_area must be >= 0, got {self.min_area}")
+
+    def as_dict(self) -> dict[str, object]:
+        """The options as plain values (for reports, history and --resume keys)."""
+        return {
+            "output": self.output.value, "prompts": self.prompts, "keep_prompts": self.keep_prompts,
+            "object_type": self.object_type.value, "path_class": self.path_class, "names": self.names,
+            "random_colors": self.random_colors, "min_area": self.min_area, "simplify": self.simplify,
+            "model_input": self.model_input, "downsample": self.downsample, "permit_lines": self.permit_lines,
+        }
+
+
+@dataclass(frozen=True)
+class ImageDetection:
+    """The outcome of detection on one image: objects to add, prompt objects to remove, windows read."""
+
+    added: tuple[PathObject, ...]
+    removed: tuple[uuid.UUID, ...]
+    windows: tuple[Window, ...]
+    prompts_used: int
+    masks: dict = field(default_factory=dict, compare=False, repr=False)  # prompt id -> list[Mask], for previews
+
+
+def quality_name(score: float) -> str:
+    """The name the QuPath extension gives a result (three decimals at most, always a dot)."""
+    text = f"{score:.3f}".rstrip("0").rstrip(".")
+    return f"SAM (Quality={text})"
+
+
+def _random_color(rng: random.Random) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb(rng.random(), 0.5 + 0.5 * rng.random(), 0.5 + 0.5 * rng.random())
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _select(objects: Iterable[PathObject], options: DetectOptions) -> PromptSet:
+    found = select_prompt_objects(walk(objects), permit_lines=options.permit_lines)
+    if options.prompts.startswith("class:"):
+        wanted = options.prompts[len("class:"):]
+        found = PromptSet(tuple(o for o in found.foreground if o.class_name == wanted), found.background)
+    return found
+
+
+def detect_image(
+    engine: Engine,
+    source: ImageSource,
+    objects: Sequence[PathObject],
+    options: DetectOptions = DetectOptions(),
+    progress: Progress | None = None,
+) -> ImageDetection:
+    """Run prompt detection on one image whose hierarchy holds ``objects``.
+
+    ``progress(done, total)`` is called after each window.
+    """
+    found = _select(objects, options)
+    if not found.foreground:
+        return ImageDetection((), (), (), 0)
+    windows = plan_windows(found.foreground, source.width, source.height, options.model_input,
+                           downsample=options.downsample)
+    rng = random.Random(options.seed)
+    override = PathClass(options.path_class) if options.path_class else None
+    by_id = {o.id: o for o in found.foreground}
+    added: list[PathObject] = []
+    masks_by_prompt: dict = {}
+    used = 0
+    for done, window in enumerate(windows, 1):
+        region = window.region
+        background = tuple(o for o in found.background if o.plane.z == region.plane.z and o.plane.t == region.plane.t)
+        prompts = prompts_from_objects(PromptSet(window.prompts, background), region)
+        if prompts:
+            image = source.read_region(region)
+            engine.set_image(image)
+            results = engine.predict(prompts, options.output)
+            used += len(prompts)
+            for prompt, masks in zip(prompts, results):
+                prompt_obj = by_id[prompt.key]
+                masks_by_prompt[prompt.key] = (region, masks)
+                for mask in masks:
+                    geometry = mask_to_geometry(mask.mask, region, min_area=options.min_area, simplify=options.simplify)
+                    if geometry is None:
+                        continue
+                    path_class = override or prompt_obj.path_class
+                    color = _random_color(rng) if options.random_colors and path_class is None else None
+                    added.append(
+                        PathObject(
+                            geometry,
+                            options.object_type,
+                            path_class=path_class,
+                            name=quality_name(mask.score) if options.names else None,
+                            color=color,
+                            measurements={QUALITY: float(mask.score)},
+                            plane=prompt_obj.plane,
+                        )
+                    )
+        if progress:
+            progress(done, len(windows))
+    removed = () if options.keep_prompts else tuple(o.id for o in found.foreground)
+    return ImageDetection(tuple(added), removed, tuple(windows), used, masks_by_prompt)
