@@ -1194,14 +1194,18 @@ def write_qpdata(path: str | os.PathLike[str], data: QpData, *, summary: Mapping
     except OSError as exc:
         raise ProjectError(f"{where}: cannot write ({exc.strerror or exc}); the previous file is unchanged") from exc
     try:
-        back = read_qpdata(path)
-        why = _same_tree(written.objects, back.objects, 0.0)
-        if why or path.read_bytes() != payload:
-            raise ProjectError(f"{where}: the file on disk does not match what was written ({why or 'bytes'})")
-    except ProjectError:
+        on_disk = path.read_bytes()
+    except OSError as exc:
+        on_disk = None
+        reason = f"cannot read it back ({exc.strerror or exc})"
+    else:
+        reason = "its bytes differ from what was written"
+    if on_disk != payload:
         if had_old and backup and backup_path.exists():
             os.replace(backup_path, path)
-        raise
+        raise ProjectError(f"{where}: the file on disk is not what was written: {reason}")
+    back = written
+    back.path = path
     if summary is not None:
         _write_summary(path.with_name("summary.json"), back, summary)
     return back
