@@ -24,6 +24,7 @@ from qpsam.errors import ImageReadError, ProjectError
 from qpsam.geometry import Region
 from qpsam.objects import PathClass, PathObject, walk
 
+from . import hierarchy as hy
 from . import pixels as px
 from . import qpproj as pj
 from .qpdata import QpData, new_qpdata, read_qpdata, summarize, write_qpdata
@@ -300,91 +301,38 @@ class NativeEntry:
         """Replace the whole hierarchy."""
         self._project._check_writable()
         objects = list(objects)
-        _check_objects(objects)
-        self._data().objects = objects
+        self._edit(lambda tree: (hy.check_objects(objects), objects)[1])
 
     def add_objects(self, objects: Iterable[PathObject], parent: PathObject | uuid.UUID | None = None) -> None:
-        """Add objects at the top level, or as children of ``parent`` (an object or id in the hierarchy)."""
+        """Add objects at the top level, or as children of ``parent`` (an object or id in the hierarchy).
+
+        Objects are placed where they are put: unlike QuPath's ``insertObjects`` nothing is re-nested by
+        location."""
         self._project._check_writable()
-        new = list(objects)
-        _check_objects(new)
-        data = self._data()
-        known = {o.id for o in walk(data.objects)}
-        clash = [o.id for o in walk(new) if o.id in known]
-        if clash:
-            raise ProjectError(f"entry {self.id}: object id {clash[0]} is already in the hierarchy "
-                               f"({len(clash)} clash(es)); use replace_objects to change objects")
-        if parent is None:
-            data.objects = list(data.objects) + new
-            return
-        parent_id = parent.id if isinstance(parent, PathObject) else uuid.UUID(str(parent))
-        found = False
-
-        def attach(obj: PathObject) -> PathObject:
-            nonlocal found
-            if obj.id == parent_id:
-                found = True
-                return obj.replace(children=tuple(obj.children) + tuple(new))
-            if not obj.children:
-                return obj
-            return obj.replace(children=tuple(attach(c) for c in obj.children))
-
-        updated = [attach(o) for o in data.objects]
-        if not found:
-            raise ProjectError(f"entry {self.id}: parent object {parent_id} is not in the hierarchy")
-        data.objects = updated
+        objects = list(objects)
+        self._edit(lambda tree: hy.add_objects(tree, objects, parent))
 
     def remove_objects(self, objects: Iterable[PathObject | uuid.UUID | str], keep_children: bool = False) -> int:
         """Remove objects (by object or id) wherever they are; their descendants go too unless
         ``keep_children`` (then they move up to the removed object's parent). Returns how many were removed."""
         self._project._check_writable()
-        ids = {o.id if isinstance(o, PathObject) else uuid.UUID(str(o)) for o in objects}
-        data = self._data()
-        known = {o.id for o in walk(data.objects)}
-        missing = ids - known
-        if missing:
-            raise ProjectError(f"entry {self.id}: object {sorted(map(str, missing))[0]} is not in the hierarchy")
-
-        def prune(items: Sequence[PathObject]) -> list[PathObject]:
-            out: list[PathObject] = []
-            for obj in items:
-                children = prune(obj.children)
-                if obj.id in ids:
-                    if keep_children:
-                        out.extend(children)
-                else:
-                    out.append(obj.replace(children=tuple(children)) if obj.children else obj)
-            return out
-
-        data.objects = prune(data.objects)
-        return len(ids)
+        objects = list(objects)
+        self._edit(lambda tree: hy.remove_objects(tree, objects, keep_children))
+        return len({o.id if isinstance(o, PathObject) else str(o) for o in objects})
 
     def replace_objects(self, objects: Iterable[PathObject]) -> None:
         """Replace objects by new versions with the same ids, in place. An object given without children keeps
         the children of the one it replaces."""
         self._project._check_writable()
-        new = {o.id: o for o in objects}
+        objects = list(objects)
+        self._edit(lambda tree: hy.replace_objects(tree, objects))
+
+    def _edit(self, change: Callable[[list[PathObject]], list[PathObject]]) -> None:
         data = self._data()
-        known = {o.id for o in walk(data.objects)}
-        missing = set(new) - known
-        if missing:
-            raise ProjectError(f"entry {self.id}: object {sorted(map(str, missing))[0]} is not in the hierarchy")
-
-        def swap(items: Sequence[PathObject]) -> list[PathObject]:
-            out = []
-            for obj in items:
-                children = tuple(swap(obj.children))
-                if obj.id in new:
-                    replacement = new[obj.id]
-                    obj = replacement if replacement.children else replacement.replace(children=children)
-                elif obj.children:
-                    obj = obj.replace(children=children)
-                out.append(obj)
-            return out
-
-        updated = swap(data.objects)
-        _check_objects(updated)
-        data.objects = updated
+        try:
+            data.objects = change(list(data.objects))
+        except ProjectError as exc:
+            raise ProjectError(f"entry {self.id} ({self.name}): {exc}") from None
 
     def counts(self) -> dict[str, Any]:
         """Object counts by type and by class (the ``hierarchy`` block of QuPath's ``summary.json``)."""
@@ -476,16 +424,6 @@ class NativeEntry:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-
-
-def _check_objects(objects: Sequence[PathObject]) -> None:
-    seen: set[uuid.UUID] = set()
-    for obj in walk(objects):
-        if not isinstance(obj, PathObject):
-            raise ProjectError(f"expected PathObjects, got {type(obj).__name__}")
-        if obj.id in seen:
-            raise ProjectError(f"object id {obj.id} appears twice")
-        seen.add(obj.id)
 
 
 # ------------------------------------------------------------------------------------------------------------
