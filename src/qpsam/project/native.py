@@ -489,25 +489,7 @@ class NativeProject:
                 raise ProjectError(f"{self.file}: images[{i}] has no entryID")
 
     def _truncate(self) -> None:
-        """Mode 'w' on an existing project: zip it next to its folder, then empty it."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        backup = self.path.parent / f"{self.path.name}-backup-{stamp}.zip"
-        try:
-            with zipfile.ZipFile(backup, "w", zipfile.ZIP_DEFLATED) as zf:
-                for item in sorted(self.path.rglob("*")):
-                    if item.is_file() and item != self._lock.path:
-                        zf.write(item, item.relative_to(self.path))
-        except OSError as exc:
-            backup.unlink(missing_ok=True)
-            raise ProjectError(f"{self.path}: cannot back the project up before truncating it "
-                               f"({exc.strerror or exc}); nothing was changed") from exc
-        for item in self.path.iterdir():
-            if item == self._lock.path:
-                continue
-            if item.is_dir():
-                shutil.rmtree(item)
-            else:
-                item.unlink()
+        truncate_project(self.path, keep=self._lock.path)
 
     # -- context manager ---------------------------------------------------------------------------------------
     def __enter__(self) -> "NativeProject":
@@ -702,6 +684,30 @@ class NativeProject:
         for folder in getattr(self, "_pending_deletes", []):
             shutil.rmtree(folder, ignore_errors=True)
         self._pending_deletes = []
+
+
+def truncate_project(folder: Path, keep: Path | None = None) -> Path:
+    """Mode 'w' on an existing project: zip the folder next to itself, then empty it (``keep`` stays).
+    Returns the backup's path; if the backup cannot be written nothing is changed."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup = folder.parent / f"{folder.name}-backup-{stamp}.zip"
+    try:
+        with zipfile.ZipFile(backup, "w", zipfile.ZIP_DEFLATED) as zf:
+            for item in sorted(folder.rglob("*")):
+                if item.is_file() and item != keep:
+                    zf.write(item, item.relative_to(folder))
+    except OSError as exc:
+        backup.unlink(missing_ok=True)
+        raise ProjectError(f"{folder}: cannot back the project up before truncating it "
+                           f"({exc.strerror or exc}); nothing was changed") from exc
+    for item in folder.iterdir():
+        if item == keep:
+            continue
+        if item.is_dir():
+            shutil.rmtree(item)
+        else:
+            item.unlink()
+    return backup
 
 
 def _series(entry: NativeEntry) -> int:
