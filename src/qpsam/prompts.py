@@ -34,6 +34,7 @@ __all__ = [
     "prompts_for_boxes",
     "prompts_from_objects",
     "select_prompt_objects",
+    "vertices",
 ]
 
 _POINT_KINDS = ("points",)
@@ -78,7 +79,8 @@ def select_prompt_objects(
     return PromptSet(tuple(foreground), tuple(background))
 
 
-def _vertices(geometry: BaseGeometry) -> list[tuple[float, float]]:
+def vertices(geometry: BaseGeometry) -> list[tuple[float, float]]:
+    """The points a prompt object gives: its points, or the vertices of its line or outline."""
     if isinstance(geometry, Point):
         return [(geometry.x, geometry.y)]
     if isinstance(geometry, MultiPoint):
@@ -142,14 +144,14 @@ def prompts_from_objects(
         found = objects
     else:
         found = select_prompt_objects(objects, permit_lines, region if match_plane else None)
-    background = points_in_region((p for obj in found.background for p in _vertices(obj.geometry)), region)
+    background = points_in_region((p for obj in found.background for p in vertices(obj.geometry)), region)
     prompts: list[Prompt] = []
     for obj in found.foreground:
         if obj.roi_kind == "rectangle":
             box = box_in_region(obj.geometry, region)
             prompts.append(Prompt(box=box, points=background, labels=[0] * len(background), key=obj.id))
             continue
-        fg = [p for p in points_in_region(_vertices(obj.geometry), region) if p not in background]
+        fg = [p for p in points_in_region(vertices(obj.geometry), region) if p not in background]
         if not fg:
             continue
         points = list(background) + fg

@@ -1,5 +1,14 @@
-"""Models: the engine interface and its implementations (heavy imports stay inside each module)."""
+"""Models: the engine interface and its implementations (heavy imports stay inside each module).
 
+``load_engine(model_type, ...)`` is the one way jobs, the server and tests get a model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from ..errors import ModelError
 from .base import (
     MODEL_TYPES,
     SAM1_TYPES,
@@ -12,6 +21,10 @@ from .base import (
     select_masks,
     to_rgb8,
 )
+from .cache import EmbeddingCache
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
 
 __all__ = [
     "MODEL_TYPES",
@@ -19,9 +32,50 @@ __all__ = [
     "SAM2_TYPES",
     "AutomaskParams",
     "Engine",
+    "EmbeddingCache",
     "Mask",
     "OutputType",
     "Prompt",
+    "load_engine",
     "select_masks",
     "to_rgb8",
 ]
+
+ENGINE_KINDS = ("auto", "torch", "onnx")
+
+
+def load_engine(
+    model_type: str,
+    weights: str | Path | None = None,
+    device: str = "auto",
+    cache: EmbeddingCache | None | bool = None,
+    progress: Callable[[int, int], None] | None = None,
+    engine: str = "auto",
+    **options: object,
+) -> Engine:
+    """A ready engine for ``model_type`` (``vit_h|vit_l|vit_b|vit_t|sam2_*|sam3``).
+
+    ``weights``: a file, URL, registered or catalog name (see :func:`qpsam.weights.resolve_weights`);
+    ``device``: auto (cuda, mps, cpu) or a torch device; ``cache``: an :class:`EmbeddingCache` to share, None
+    for the process-wide one, False for none; ``progress(done, total)`` reports weight downloads;
+    ``engine``: auto or torch (onnx comes later). Extra ``options`` go to the engine (e.g. ``precision``).
+    """
+    from ..weights import check_model_type
+
+    info = check_model_type(model_type)
+    kind = (engine or "auto").lower()
+    if kind not in ENGINE_KINDS:
+        raise ModelError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_KINDS)}")
+    if kind == "onnx":
+        raise ModelError("the onnx engine is not available yet; use engine='torch' (or 'auto')")
+    if info.family in ("sam1", "mobile_sam"):
+        from .torch_sam import TorchSamEngine
+
+        return TorchSamEngine(info.type, weights, device=device, cache=cache, progress=progress, **options)  # type: ignore[arg-type]
+    if info.family == "sam2":
+        from .sam2 import Sam2Engine
+
+        return Sam2Engine(info.type, weights, device=device, cache=cache, progress=progress, **options)  # type: ignore[arg-type]
+    from .sam3 import Sam3Engine
+
+    return Sam3Engine(info.type, weights, device=device, cache=cache, progress=progress, **options)  # type: ignore[arg-type]

@@ -20,10 +20,11 @@ from qpsam.engines.base import AutomaskParams, Engine
 from qpsam.errors import JobError
 from qpsam.geometry import Region, mask_to_geometry
 from qpsam.jobs.detect import QUALITY
+from qpsam.jobs.executors import EngineSpec, Executor, LocalExecutor, engine_for
 from qpsam.jobs.sources import ImageSource
 from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathClass, PathObject
 
-__all__ = ["AutomaskOptions", "Piece", "plan_tiles", "merge_pieces", "automask_region"]
+__all__ = ["AutomaskOptions", "Piece", "automask_region", "automask_tile", "merge_pieces", "plan_tiles", "tile_pieces"]
 
 Progress = Callable[[int, int], None]
 
@@ -172,14 +173,23 @@ def merge_pieces(pieces: Sequence[Piece], duplicate_iou: float = 0.5) -> list[Pi
     return kept
 
 
+def automask_tile(engine: "Engine | EngineSpec", source: ImageSource, tile: Region, params: AutomaskParams,
+                  bounds: tuple[float, float, float, float], min_area: float = 0.0,
+                  simplify: float | None = None) -> list[Piece]:
+    """One unit of work: segment everything in one tile; runs in any process (see :func:`detect_window`)."""
+    model = engine_for(engine) if isinstance(engine, EngineSpec) else engine
+    return tile_pieces(model.automask(source.read_region(tile), params), tile, bounds, min_area, simplify)
+
+
 def automask_region(
-    engine: Engine,
+    engine: "Engine | EngineSpec",
     source: ImageSource,
     bounds: tuple[float, float, float, float] | None = None,
     options: AutomaskOptions = AutomaskOptions(),
     plane: ImagePlane = DEFAULT_PLANE,
     within: BaseGeometry | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> list[PathObject]:
     """Segment everything in ``bounds`` of an image (the whole image by default), tile by tile.
 
@@ -190,13 +200,15 @@ def automask_region(
     x0, y0, x1, y1 = bounds
     bounds = (max(0.0, x0), max(0.0, y0), min(float(source.width), x1), min(float(source.height), y1))
     tiles = plan_tiles(bounds, options.tile_size, options.overlap, options.downsample, plane)
-    pieces: list[Piece] = []
-    for done, tile in enumerate(tiles, 1):
-        masks = engine.automask(source.read_region(tile), options.params)
-        pieces.extend(tile_pieces(masks, tile, bounds, options.min_area, options.simplify))
+    jobs = [(engine, source, tile, options.params, bounds, options.min_area, options.simplify) for tile in tiles]
+    results: list[list[Piece]] = [[] for _ in tiles]
+    for done, (i, result) in enumerate((executor or LocalExecutor()).run(automask_tile, jobs), 1):
+        if isinstance(result, Exception):
+            raise result
+        results[i] = result
         if progress:
             progress(done, len(tiles))
-    merged = merge_pieces(pieces, options.duplicate_iou)
+    merged = merge_pieces([p for r in results for p in r], options.duplicate_iou)
     path_class = PathClass(options.path_class) if options.path_class else None
     objects = []
     for piece in merged:

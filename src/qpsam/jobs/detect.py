@@ -5,18 +5,19 @@ from __future__ import annotations
 import colorsys
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from qpsam.engines.base import Engine, OutputType
+from qpsam.engines.base import Engine, OutputType, Prompt
 from qpsam.errors import JobError
-from qpsam.geometry import mask_to_geometry
+from qpsam.geometry import Region, mask_to_geometry
+from qpsam.jobs.executors import EngineSpec, Executor, LocalExecutor, engine_for
 from qpsam.jobs.sources import ImageSource
 from qpsam.jobs.windows import Window, plan_windows
 from qpsam.objects import ObjectType, PathClass, PathObject, walk
 from qpsam.prompts import PromptSet, prompts_from_objects, select_prompt_objects
 
-__all__ = ["DetectOptions", "ImageDetection", "detect_image", "QUALITY", "quality_name"]
+__all__ = ["DetectOptions", "ImageDetection", "detect_image", "detect_window", "QUALITY", "quality_name"]
 
 #: The measurement holding SAM's predicted quality, spelt as the QuPath extension spells it.
 QUALITY = "SAM Quality"
@@ -70,7 +71,6 @@ class ImageDetection:
     removed: tuple[uuid.UUID, ...]
     windows: tuple[Window, ...]
     prompts_used: int
-    masks: dict = field(default_factory=dict, compare=False, repr=False)  # prompt id -> list[Mask], for previews
 
 
 def quality_name(score: float) -> str:
@@ -92,58 +92,85 @@ def _select(objects: Iterable[PathObject], options: DetectOptions) -> PromptSet:
     return found
 
 
+Found = list[tuple[object, list[tuple[object, float]]]]
+
+
+def detect_window(engine: "Engine | EngineSpec", source: ImageSource, region: Region, prompts: Sequence[Prompt],
+                  output: OutputType, min_area: float = 0.0, simplify: float | None = None) -> Found:
+    """One unit of work: read ``region``, run SAM on ``prompts``; per prompt key, (geometry, score) per mask.
+
+    Runs in any process: given an :class:`EngineSpec`, the process's own engine is used (loaded once).
+    """
+    model = engine_for(engine) if isinstance(engine, EngineSpec) else engine
+    model.set_image(source.read_region(region))
+    results = model.predict(prompts, output)
+    found: Found = []
+    for prompt, masks in zip(prompts, results):
+        shapes = []
+        for mask in masks:
+            geometry = mask_to_geometry(mask.mask, region, min_area=min_area, simplify=simplify)
+            if geometry is not None:
+                shapes.append((geometry, float(mask.score)))
+        found.append((prompt.key, shapes))
+    return found
+
+
 def detect_image(
-    engine: Engine,
+    engine: "Engine | EngineSpec",
     source: ImageSource,
     objects: Sequence[PathObject],
     options: DetectOptions = DetectOptions(),
     progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> ImageDetection:
     """Run prompt detection on one image whose hierarchy holds ``objects``.
 
-    ``progress(done, total)`` is called after each window.
+    ``progress(done, total)`` is called after each window. With an ``executor`` (e.g. Dask), windows run there and
+    ``engine`` must be an :class:`EngineSpec`.
     """
     found = _select(objects, options)
     if not found.foreground:
         return ImageDetection((), (), (), 0)
     windows = plan_windows(found.foreground, source.width, source.height, options.model_input,
                            downsample=options.downsample)
-    rng = random.Random(options.seed)
-    override = PathClass(options.path_class) if options.path_class else None
-    by_id = {o.id: o for o in found.foreground}
-    added: list[PathObject] = []
-    masks_by_prompt: dict = {}
-    used = 0
-    for done, window in enumerate(windows, 1):
+    jobs = []
+    for window in windows:
         region = window.region
         background = tuple(o for o in found.background if o.plane.z == region.plane.z and o.plane.t == region.plane.t)
         prompts = prompts_from_objects(PromptSet(window.prompts, background), region)
         if prompts:
-            image = source.read_region(region)
-            engine.set_image(image)
-            results = engine.predict(prompts, options.output)
-            used += len(prompts)
-            for prompt, masks in zip(prompts, results):
-                prompt_obj = by_id[prompt.key]
-                masks_by_prompt[prompt.key] = (region, masks)
-                for mask in masks:
-                    geometry = mask_to_geometry(mask.mask, region, min_area=options.min_area, simplify=options.simplify)
-                    if geometry is None:
-                        continue
-                    path_class = override or prompt_obj.path_class
-                    color = _random_color(rng) if options.random_colors and path_class is None else None
-                    added.append(
-                        PathObject(
-                            geometry,
-                            options.object_type,
-                            path_class=path_class,
-                            name=quality_name(mask.score) if options.names else None,
-                            color=color,
-                            measurements={QUALITY: float(mask.score)},
-                            plane=prompt_obj.plane,
-                        )
-                    )
+            jobs.append((engine, source, region, prompts, options.output, options.min_area, options.simplify))
+    executor = executor or LocalExecutor()
+    results: list[Found | None] = [None] * len(jobs)
+    for done, (i, result) in enumerate(executor.run(detect_window, jobs), 1):
+        if isinstance(result, Exception):
+            raise result
+        results[i] = result
         if progress:
-            progress(done, len(windows))
+            progress(done, len(jobs))
+
+    rng = random.Random(options.seed)
+    override = PathClass(options.path_class) if options.path_class else None
+    by_id = {o.id: o for o in found.foreground}
+    added: list[PathObject] = []
+    used = 0
+    for result in results:
+        for key, shapes in result or []:
+            used += 1
+            prompt_obj = by_id[key]
+            for geometry, score in shapes:
+                path_class = override or prompt_obj.path_class
+                color = _random_color(rng) if options.random_colors and path_class is None else None
+                added.append(
+                    PathObject(
+                        geometry,
+                        options.object_type,
+                        path_class=path_class,
+                        name=quality_name(score) if options.names else None,
+                        color=color,
+                        measurements={QUALITY: score},
+                        plane=prompt_obj.plane,
+                    )
+                )
     removed = () if options.keep_prompts else tuple(o.id for o in found.foreground)
-    return ImageDetection(tuple(added), removed, tuple(windows), used, masks_by_prompt)
+    return ImageDetection(tuple(added), removed, tuple(windows), used)

@@ -195,8 +195,7 @@ class NativeEntry:
             if server_json.exists():
                 meta = pj.builder_metadata(pj.read_json(server_json, "server description"))
         if meta is None:
-            info = self.reader().info
-            meta = info.qupath_metadata()
+            meta = self.reader().qupath_metadata()
         return meta
 
     @property
@@ -401,24 +400,33 @@ class NativeEntry:
         return self._reader
 
     def read_region(self, region: Region, channels: Sequence[int] | None = None) -> np.ndarray:
-        """Pixels (rows, cols, channels) of a region, read like QuPath (pyramid level, resizing)."""
-        return px.read_region(self.reader(), region, channels)
+        """Pixels (rows, cols, channels) of a region, read like QuPath (pyramid level, resizing); a region on
+        one channel (``plane.c >= 0``) reads that channel unless ``channels`` says otherwise."""
+        if channels is None and region.plane.c >= 0:
+            channels = [region.plane.c]
+        reader = self.reader()
+        try:
+            return reader.read_region(region, channels)
+        except ImageReadError as exc:
+            raise ImageReadError(f"entry {self.id} ({self.name!r}): {exc}") from exc
 
     def read_rgb(self, region: Region, displays: Sequence[px.ChannelDisplay] | None = None) -> np.ndarray:
         """An 8-bit RGB view of a region: RGB images as they are, others rendered with channel colours and
-        display ranges (``displays``, else QuPath's saved display settings, else defaults)."""
+        display ranges (``displays``, else QuPath's saved display settings for the image, else defaults)."""
         reader = self.reader()
-        pixels = px.read_region(reader, region)
-        if reader.info.is_rgb and pixels.shape[2] == 3 and pixels.dtype == np.uint8:
-            return pixels
-        if displays is None:
-            saved = None
+        shown = None
+        if displays is None and not reader.is_rgb:
             try:
                 saved = self.properties.get("qupath.lib.display.ImageDisplay")
             except ProjectError:
                 saved = None
-            displays = px.displays_from_property(saved, pixels.shape[2]) or px.default_displays(pixels, reader.info)
-        return px.render_rgb(pixels, displays)
+            found = px.displays_from_property(saved, reader.channel_names)
+            if found is not None:
+                displays, shown = found
+        try:
+            return reader.render_rgb(region, displays, shown)
+        except ImageReadError as exc:
+            raise ImageReadError(f"entry {self.id} ({self.name!r}): {exc}") from exc
 
     def close(self) -> None:
         if self._reader is not None:
@@ -623,14 +631,13 @@ class NativeProject:
             raise ProjectError(f"{path}: already in the project (pass allow_duplicates=True to add it again)")
         reader = px.open_image(path, series)
         try:
-            info = reader.info
-            metadata = info.qupath_metadata()
+            metadata = reader.qupath_metadata()
             provider = _OPENSLIDE if path.suffix.lower() in (".svs", ".ndpi", ".mrxs", ".scn") else _BIOFORMATS
             args = ["--series", str(series)] if provider == _BIOFORMATS else []
             builder = {"builderType": "uri", "providerClassName": provider, "uri": uri, "args": args,
                        "metadata": metadata}
             if image_type is None:
-                image_type = "FLUORESCENCE" if not info.is_rgb and info.n_channels > 1 else "UNSET"
+                image_type = "FLUORESCENCE" if not reader.is_rgb and reader.size_c > 1 else "UNSET"
             if image_type not in IMAGE_TYPES:
                 raise ProjectError(f"image type must be one of {', '.join(IMAGE_TYPES)}, got {image_type!r}")
             entry_id = int(self._json.get("lastID", 0) or 0) + 1
@@ -723,11 +730,9 @@ def _series(entry: NativeEntry) -> int:
 def _write_thumbnail(entry: NativeEntry, size: int = 512) -> None:
     """``thumbnail.jpg`` as QuPath shows it in the project's image list (best effort)."""
     try:
-        info = entry.reader().info
-        downsample = max(info.width, info.height) / size
-        if downsample < 1:
-            downsample = 1.0
-        rgb = entry.read_rgb(Region(0, 0, info.width, info.height, downsample))
+        reader = entry.reader()
+        downsample = max(1.0, max(reader.width, reader.height) / size)
+        rgb = entry.read_rgb(Region(0, 0, reader.width, reader.height, downsample))
         from PIL import Image
 
         Image.fromarray(rgb).save(entry.data_dir / "thumbnail.jpg", quality=90)

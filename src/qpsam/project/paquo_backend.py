@@ -443,17 +443,24 @@ class PaquoEntry:
 
     def read_rgb(self, region: Region, displays: Sequence[px.ChannelDisplay] | None = None) -> np.ndarray:
         pixels = self.read_region(region)
-        if self.is_rgb and pixels.shape[2] == 3:
+        if self.is_rgb and pixels.shape[2] == 3 and displays is None:
             return pixels.astype(np.uint8)
+        names = [c.name for c in self.channels] or [f"Channel {i + 1}" for i in range(pixels.shape[2])]
+        shown = None
         if displays is None:
-            saved = self.properties.get("qupath.lib.display.ImageDisplay") if "qupath.lib.display.ImageDisplay" \
-                in self.properties else None
-            info = px.ImageInfo(path=Path(self.uri or ""), width=self.width, height=self.height,
-                                n_channels=pixels.shape[2], dtype=str(pixels.dtype),
-                                channels=tuple(self.channels))
-            displays = px.displays_from_property(None if saved is None else str(saved), pixels.shape[2]) or \
-                px.default_displays(pixels, info)
-        return px.render_rgb(pixels, displays)
+            props = self.properties
+            saved = props["qupath.lib.display.ImageDisplay"] if "qupath.lib.display.ImageDisplay" in props else None
+            found = px.displays_from_property(None if saved is None else str(saved), names)
+            if found is not None:
+                displays, shown = found
+        if displays is None:
+            colors = [c.color or px.DEFAULT_COLORS[i % len(px.DEFAULT_COLORS)] for i, c in enumerate(self.channels)]
+            displays = []
+            for i in range(pixels.shape[2]):
+                lo, hi = (float(v) for v in np.percentile(pixels[..., i], [0.1, 99.9]))
+                displays.append(px.ChannelDisplay(names[i], tuple(colors[i]) if i < len(colors) else (255, 255, 255),
+                                                  lo, max(hi, lo + 1)))
+        return px.render_pixels(pixels, displays, shown)
 
     def close(self) -> None:
         pass

@@ -1,0 +1,185 @@
+"""``qpsam detect``, ``qpsam automask`` and ``qpsam track``: the jobs on project images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+OUTPUTS = ["single", "multi-all", "multi-largest", "multi-smallest", "multi-best"]
+
+
+def _engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--model", "model", default="vit_t", show_default=True,
+                     help="Model type: vit_h, vit_l, vit_b, vit_t, sam2_t, sam2_s, sam2_bp, sam2_l, sam3."),
+        click.option("--weights", default=None, help="Weights: a registered or catalog name, a file or a URL."),
+        click.option("--server", default=None, help="Run on a samapi-compatible server at this URL instead of locally."),
+        click.option("--token", envvar="QPSAM_TOKEN", default=None, help="Bearer token for --server (or QPSAM_TOKEN)."),
+        click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+                     help="Local engine: ONNX Runtime is chosen on CPU when installed."),
+        click.option("--device", default="auto", show_default=True, help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _batch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.argument("project", type=click.Path(exists=True, path_type=Path)),
+        click.option("--image", "images", multiple=True, help="Image id or name (repeatable)."),
+        click.option("--all", "all_images", is_flag=True, help="Every image of the project (the default when no --image)."),
+        click.option("--groovy", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Write the Groovy script that replays this run in QuPath."),
+        click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Write a JSON report of the run (per image: objects, time, errors)."),
+        click.option("--preview", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Write overlay PNGs of the results into this folder."),
+        click.option("--resume", is_flag=True, help="Skip images already done with the same parameters."),
+        click.option("--executor", default="local", show_default=True, help="local or dask://HOST:PORT."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _common(kwargs: dict[str, Any]) -> dict[str, Any]:
+    from qpsam.jobs.executors import EngineSpec
+
+    engine = EngineSpec(kwargs.pop("model"), kwargs.pop("weights"), kwargs.pop("device"), kwargs.pop("engine"),
+                        kwargs.pop("server"), kwargs.pop("token"))
+    images = list(kwargs.pop("images")) or None
+    if kwargs.pop("all_images") and images:
+        raise click.UsageError("give either --image or --all, not both")
+    return dict(project=kwargs.pop("project"), engine=engine, images=images, groovy=kwargs.pop("groovy"), report=kwargs.pop("report"),
+                preview=kwargs.pop("preview"), resume=kwargs.pop("resume"), executor=kwargs.pop("executor"))
+
+
+class _Bar:
+    """A click progress bar over images, with the image in progress as its label."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="images", show_pos=True, file=click.get_text_stream("stderr"))
+            self.bar.__enter__()
+        self.bar.label = name
+        self.bar.update(1)
+        if done == total:
+            self.bar.__exit__(None, None, None)
+
+
+def _finish(ctx: click.Context, report: Any) -> None:
+    click.echo(report.summary())
+    if not report.ok:
+        ctx.exit(1)
+
+
+@click.command("detect")
+@_batch_options
+@_engine_options
+@click.option("--output", type=click.Choice(OUTPUTS), default="single", show_default=True, help="Which masks to keep per prompt.")
+@click.option("--prompts", default="all", show_default=True, help="all, or class:NAME for prompts of one class.")
+@click.option("--keep-prompts", is_flag=True, help="Keep the prompt objects (they are removed by default).")
+@click.option("--object", "object_type", type=click.Choice(["annotation", "detection"]), default="annotation", show_default=True)
+@click.option("--class", "path_class", default=None, help="Class of the results (default: the prompt's class).")
+@click.option("--names", is_flag=True, help="Name results 'SAM (Quality=...)'.")
+@click.option("--random-colors", is_flag=True, help="Random colours for unclassified results.")
+@click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Drop pieces smaller than this (pixels²).")
+@click.option("--simplify", default=None, type=click.FloatRange(min=0), help="Simplify outlines with this tolerance (pixels).")
+@click.pass_context
+def detect_command(ctx: click.Context, **kwargs: Any) -> None:
+    """Segment the objects that prompt annotations point at (rectangles, points, lines; '*' classes = background)."""
+    from qpsam.jobs import detect
+    from qpsam.jobs.detect import DetectOptions
+
+    common = _common(kwargs)
+    options = DetectOptions(**kwargs)
+    report = detect(options=options, progress=_Bar(), debug=_debug(ctx), **common)
+    _finish(ctx, report)
+
+
+def _debug(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool(root.obj and root.obj.get("debug"))
+
+
+def _parse_region(text: str) -> Any:
+    if text == "full":
+        return None
+    if text.startswith("annotation:"):
+        return text
+    try:
+        x, y, w, h = (float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter("expected full, annotation:CLASS or x,y,width,height", param_hint="--region") from None
+    return (x, y, x + w, y + h)
+
+
+@click.command("automask")
+@_batch_options
+@_engine_options
+@click.option("--region", default="full", show_default=True, help="full, annotation:CLASS (inside annotations of a class) or x,y,w,h.")
+@click.option("--points-per-side", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--points-per-batch", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--pred-iou-thresh", default=0.88, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--stability-score-thresh", default=0.95, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--stability-score-offset", default=1.0, show_default=True, type=float)
+@click.option("--box-nms-thresh", default=0.7, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--crop-n-layers", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--crop-nms-thresh", default=0.7, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--crop-overlap-ratio", default=512 / 1500, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--crop-n-points-downscale-factor", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--min-mask-region-area", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--output", type=click.Choice(OUTPUTS), default="multi-best", show_default=True)
+@click.option("--include-image-edge", is_flag=True, help="Keep masks that span the whole tile.")
+@click.option("--tile-size", default=1024, show_default=True, type=click.IntRange(min=64), help="Tile side in pixels at --downsample.")
+@click.option("--overlap", default=128, show_default=True, type=click.IntRange(min=0), help="Tile overlap; larger than the objects.")
+@click.option("--downsample", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--object", "object_type", type=click.Choice(["annotation", "detection"]), default="detection", show_default=True)
+@click.option("--class", "path_class", default=None, help="Class of the results.")
+@click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--simplify", default=None, type=click.FloatRange(min=0))
+@click.pass_context
+def automask_command(ctx: click.Context, **kwargs: Any) -> None:
+    """Segment everything in images (tiled, merged across tiles), optionally inside annotations of a class."""
+    from qpsam.engines.base import AutomaskParams
+    from qpsam.jobs import automask
+    from qpsam.jobs.automask import AutomaskOptions
+
+    common = _common(kwargs)
+    region = _parse_region(kwargs.pop("region"))
+    param_names = [f for f in AutomaskParams.__dataclass_fields__]
+    params = AutomaskParams(**{k: kwargs.pop(k) for k in param_names})
+    options = AutomaskOptions(params=params, **kwargs)
+    report = automask(options=options, region=region, progress=_Bar(), debug=_debug(ctx), **common)
+    _finish(ctx, report)
+
+
+@click.command("track")
+@_batch_options
+@_engine_options
+@click.option("--axis", type=click.Choice(["z", "t"]), required=True, help="Propagate through z-slices or time points.")
+@click.option("--from", "start", type=click.IntRange(min=0), required=True, help="First plane (inclusive).")
+@click.option("--to", "stop", type=click.IntRange(min=0), required=True, help="Last plane (inclusive).")
+@click.option("--object", "object_type", type=click.Choice(["annotation", "detection"]), default="annotation", show_default=True)
+@click.option("--keep-prompts", is_flag=True)
+@click.pass_context
+def track_command(ctx: click.Context, **kwargs: Any) -> None:
+    """Propagate prompts through z or t with the SAM2 (or SAM3) video predictor: one object id per track."""
+    from qpsam.jobs import track
+
+    common = _common(kwargs)
+    if kwargs["stop"] < kwargs["start"]:
+        raise click.BadParameter("--to must be >= --from", param_hint="--to")
+    report = track(progress=_Bar(), debug=_debug(ctx), **kwargs, **common)
+    _finish(ctx, report)
+
+
+def register(group: click.Group) -> None:
+    for command in (detect_command, automask_command, track_command):
+        group.add_command(command)

@@ -1,0 +1,219 @@
+"""Automatic mask generation ("segment everything") shared by the SAM1/MobileSAM and SAM2 engines.
+
+SAM's grid-of-points algorithm (crops, point batches, predicted-IoU and stability filters, NMS, small-region
+clean-up) built on the engine's own encoder and decoder, so that the first crop layer reuses the embedding
+cache. Parameters follow :class:`AutomaskParams` and samapi's mapping:
+
+* ``output`` picks multimask per point and the score of the within-crop NMS: single mask (one mask per point,
+  smaller masks win), all (three per point, no NMS), largest (larger win), smallest (smaller win), best quality
+  (predicted IoU wins, standard SAM).
+* ``include_image_edge=False`` also drops masks whose box touches all four image edges (within 20 px): the
+  "whole image" masks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from .base import AutomaskParams, Mask, OutputType, to_rgb8
+
+__all__ = ["AutomaskBackend", "generate_masks", "IMAGE_EDGE_TOLERANCE"]
+
+IMAGE_EDGE_TOLERANCE = 20.0
+
+
+class AutomaskBackend(Protocol):
+    """What an engine offers the generator: encode an image, decode a batch of single-point prompts."""
+
+    mask_threshold: float
+
+    def set_image(self, image: np.ndarray) -> None: ...
+
+    def decode_points(self, points: np.ndarray, multimask: bool) -> tuple[Any, Any]:
+        """Logits (N, K, H, W) at the current image's size and predicted IoU (N, K), as torch tensors."""
+
+
+def _amg() -> Any:
+    try:
+        from segment_anything.utils import amg
+    except ImportError:  # sam2 carries the same helpers
+        from sam2.utils import amg
+    return amg
+
+
+def generate_masks(
+    backend: AutomaskBackend,
+    image: np.ndarray,
+    params: AutomaskParams = AutomaskParams(),
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Mask]:
+    """Segment everything in ``image`` with ``backend``; masks sorted by area, largest first."""
+    import torch
+    from torchvision.ops.boxes import batched_nms
+
+    amg = _amg()
+    image = to_rgb8(image)
+    height, width = image.shape[:2]
+    output = params.output
+    multimask = output.multimask
+    crop_boxes, layer_idxs = amg.generate_crop_boxes(
+        (height, width), int(params.crop_n_layers), float(params.crop_overlap_ratio)
+    )
+    grids = amg.build_all_layer_point_grids(
+        int(params.points_per_side), int(params.crop_n_layers), int(params.crop_n_points_downscale_factor)
+    )
+    per_batch = int(params.points_per_batch)
+    total = sum(math.ceil(len(grids[layer]) / per_batch) for layer in layer_idxs)
+    done = 0
+    if progress:
+        progress(0, total)
+
+    data = amg.MaskData()
+    for crop_box, layer in zip(crop_boxes, layer_idxs):
+        x0, y0, x1, y1 = crop_box
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+        backend.set_image(crop)
+        points_for_crop = grids[layer] * np.array(crop.shape[:2])[None, ::-1]
+        crop_data = amg.MaskData()
+        for (points,) in amg.batch_iterator(per_batch, points_for_crop):
+            batch = _process_batch(amg, backend, points, crop_box, (height, width), params, multimask)
+            crop_data.cat(batch)
+            done += 1
+            if progress:
+                progress(done, total)
+        if _count(crop_data):
+            if output is not OutputType.MULTI_ALL:
+                scores = _nms_scores(crop_data, output)
+                keep = batched_nms(
+                    crop_data["boxes"].float(),
+                    scores,
+                    torch.zeros(len(crop_data["boxes"])),
+                    iou_threshold=float(params.box_nms_thresh),
+                )
+                crop_data.filter(keep)
+            crop_data["boxes"] = amg.uncrop_boxes_xyxy(crop_data["boxes"], crop_box)
+            crop_data["points"] = amg.uncrop_points(crop_data["points"], crop_box)
+            crop_data["crop_boxes"] = torch.tensor([crop_box for _ in range(len(crop_data["rles"]))])
+            data.cat(crop_data)
+
+    if len(crop_boxes) > 1:
+        backend.set_image(image)  # leave the whole image current (a cache hit)
+    if not _count(data):
+        return []
+    if len(crop_boxes) > 1:
+        scores = 1 / amg.box_area(data["crop_boxes"])  # prefer masks from smaller crops
+        keep = batched_nms(
+            data["boxes"].float(), scores, torch.zeros(len(data["boxes"])), iou_threshold=float(params.crop_nms_thresh)
+        )
+        data.filter(keep)
+    if params.min_mask_region_area > 0:
+        data = _remove_small_regions(
+            amg, data, int(params.min_mask_region_area), max(params.box_nms_thresh, params.crop_nms_thresh)
+        )
+    data.to_numpy()
+    masks = [
+        Mask(
+            mask=amg.rle_to_mask(rle).astype(bool),
+            score=float(data["iou_preds"][i]),
+            prompt_index=-1,
+            stability=float(data["stability_score"][i]),
+        )
+        for i, rle in enumerate(data["rles"])
+    ]
+    masks.sort(key=lambda m: m.area, reverse=True)
+    return masks
+
+
+def _count(data: Any) -> int:
+    try:
+        return len(data["rles"])
+    except KeyError:
+        return 0
+
+
+def _nms_scores(data: Any, output: OutputType) -> Any:
+    import torch
+
+    if output is OutputType.MULTI_BEST:
+        return data["iou_preds"].float()
+    areas = torch.as_tensor(data["areas"], dtype=torch.float32)
+    return areas if output is OutputType.MULTI_LARGEST else -areas
+
+
+def _process_batch(
+    amg: Any,
+    backend: AutomaskBackend,
+    points: np.ndarray,
+    crop_box: list[int],
+    orig_size: tuple[int, int],
+    params: AutomaskParams,
+    multimask: bool,
+) -> Any:
+    import torch
+
+    orig_h, orig_w = orig_size
+    logits, iou = backend.decode_points(points, multimask)
+    k = logits.shape[1]
+    data = amg.MaskData(
+        masks=logits.flatten(0, 1).float(),
+        iou_preds=iou.flatten(0, 1).float(),
+        points=torch.as_tensor(points.repeat(k, axis=0)),
+    )
+    del logits
+    if params.pred_iou_thresh > 0.0:
+        data.filter(data["iou_preds"] > float(params.pred_iou_thresh))
+    threshold = float(backend.mask_threshold)
+    data["stability_score"] = amg.calculate_stability_score(
+        data["masks"], threshold, float(params.stability_score_offset)
+    )
+    if params.stability_score_thresh > 0.0:
+        data.filter(data["stability_score"] >= float(params.stability_score_thresh))
+    data["masks"] = data["masks"] > threshold
+    data["boxes"] = amg.batched_mask_to_box(data["masks"])
+    keep = ~amg.is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
+    if not torch.all(keep):
+        data.filter(keep)
+    if not params.include_image_edge and len(data["boxes"]):
+        boxes = amg.uncrop_boxes_xyxy(data["boxes"], crop_box).float()
+        tol = IMAGE_EDGE_TOLERANCE
+        whole = (
+            (boxes[:, 0] <= tol)
+            & (boxes[:, 1] <= tol)
+            & (boxes[:, 2] >= orig_w - 1 - tol)
+            & (boxes[:, 3] >= orig_h - 1 - tol)
+        )
+        if torch.any(whole):
+            data.filter(~whole)
+    data["areas"] = data["masks"].flatten(1).sum(1).float()
+    data["masks"] = amg.uncrop_masks(data["masks"], crop_box, orig_h, orig_w)
+    data["rles"] = amg.mask_to_rle_pytorch(data["masks"].cpu())
+    del data["masks"]
+    for key in ("boxes", "iou_preds", "stability_score", "areas"):
+        data[key] = data[key].cpu()  # NMS across batches and crops runs on the CPU
+    return data
+
+
+def _remove_small_regions(amg: Any, data: Any, min_area: int, nms_thresh: float) -> Any:
+    """Fill holes and drop islands smaller than ``min_area``, then re-run NMS preferring unchanged masks."""
+    import torch
+    from torchvision.ops.boxes import batched_nms
+
+    new_masks, scores = [], []
+    for rle in data["rles"]:
+        mask = amg.rle_to_mask(rle)
+        mask, changed_holes = amg.remove_small_regions(mask, min_area, mode="holes")
+        mask, changed_islands = amg.remove_small_regions(mask, min_area, mode="islands")
+        new_masks.append(torch.as_tensor(mask).unsqueeze(0))
+        scores.append(0.0 if (changed_holes or changed_islands) else 1.0)
+    masks = torch.cat(new_masks, dim=0)
+    boxes = amg.batched_mask_to_box(masks)
+    keep = batched_nms(boxes.float(), torch.as_tensor(scores), torch.zeros(len(boxes)), iou_threshold=nms_thresh)
+    for i in keep.tolist():
+        if scores[i] == 0.0:
+            data["rles"][i] = amg.mask_to_rle_pytorch(masks[i].unsqueeze(0))[0]
+            data["boxes"][i] = boxes[i]
+    data.filter(keep)
+    return data

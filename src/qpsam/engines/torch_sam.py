@@ -1,0 +1,232 @@
+"""Local SAM1-family engine: ``vit_h``, ``vit_l``, ``vit_b`` (segment-anything) and ``vit_t`` (MobileSAM).
+
+The image encoder's output goes through the :class:`~qpsam.engines.cache.EmbeddingCache`, so prompts on an image
+seen before only run the prompt decoder. Prompts of the same shape (box or not, number of points) are decoded
+together in batches.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import ModelError
+from ..weights import check_model_type, resolve_weights, weights_sha256
+from ._torch import autocast, autocast_dtype, load_into, pick_device, read_checkpoint
+from .automask import generate_masks
+from .base import AutomaskParams, Mask, OutputType, Prompt, select_masks, to_rgb8
+from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
+
+__all__ = ["TorchSamEngine", "build_sam1", "default_cache"]
+
+Progress = Callable[[int, int], None]
+
+# Bytes of float32 mask upsampling one decoder batch may use; bounds memory for large batches and images.
+_UPSAMPLE_BUDGET = 1 << 30
+
+_DEFAULT_CACHE: EmbeddingCache | None = None
+_DEFAULT_CACHE_LOCK = threading.Lock()
+
+
+def default_cache() -> EmbeddingCache:
+    """The process-wide embedding cache engines share when given none (1 GiB in memory)."""
+    global _DEFAULT_CACHE
+    with _DEFAULT_CACHE_LOCK:
+        if _DEFAULT_CACHE is None:
+            _DEFAULT_CACHE = EmbeddingCache()
+        return _DEFAULT_CACHE
+
+
+def _default_batch(device: Any) -> int:
+    """Prompts decoded per call. On a CPU the decoder's per-prompt cost grows past a batch of 2-4 (memory
+    traffic of the repeated image embedding), so small chunks are fastest there; GPUs like large batches."""
+    return {"cuda": 64, "mps": 16}.get(device.type, 2)
+
+
+def build_sam1(model_type: str) -> tuple[Any, type]:
+    """The model architecture (no weights loaded) and the predictor class for a SAM1-family type."""
+    info = check_model_type(model_type)
+    if info.family == "mobile_sam":
+        try:
+            from mobile_sam import SamPredictor, sam_model_registry
+        except ImportError as exc:
+            raise ModelError("vit_t needs the mobile_sam package: pip install mobilesam-mirror timm") from exc
+    elif info.family == "sam1":
+        try:
+            from segment_anything import SamPredictor, sam_model_registry
+        except ImportError as exc:
+            raise ModelError(f"{model_type} needs the segment_anything package: pip install segment-anything") from exc
+    else:
+        raise ModelError(f"model type {model_type} is not a SAM1-family model (vit_h, vit_l, vit_b, vit_t)")
+    return sam_model_registry[model_type](), SamPredictor
+
+
+class TorchSamEngine:
+    """SAM1/MobileSAM on PyTorch. Not reentrant: hold :attr:`lock` around ``set_image`` + ``predict`` pairs
+    when several threads share one engine."""
+
+    def __init__(
+        self,
+        model_type: str,
+        weights: str | Path | None = None,
+        device: str = "auto",
+        cache: EmbeddingCache | None | bool = None,
+        progress: Progress | None = None,
+        precision: str = "auto",
+        max_batch: int | None = None,
+    ) -> None:
+        info = check_model_type(model_type)
+        if info.family not in ("sam1", "mobile_sam"):
+            raise ModelError(f"model type {model_type} is not a SAM1-family model (vit_h, vit_l, vit_b, vit_t)")
+        self.model_type = info.type
+        self.weights_path = resolve_weights(info.type, weights, progress=progress)
+        self.weights_sha256 = weights_sha256(self.weights_path)
+        self.device = pick_device(device)
+        self.dtype = autocast_dtype(self.device, precision)
+        model, predictor_cls = build_sam1(info.type)
+        load_into(model, read_checkpoint(self.weights_path, info.type), self.weights_path, info.type)
+        model.to(self.device).eval()
+        self.predictor = predictor_cls(model)
+        self.mask_threshold = float(model.mask_threshold)
+        if cache is None or cache is True:
+            self.cache: EmbeddingCache | None = default_cache()
+        else:
+            self.cache = cache or None
+        self.max_batch = max(1, int(max_batch)) if max_batch else _default_batch(self.device)
+        self.lock = threading.RLock()
+        self.encoder_runs = 0  # how often the image encoder ran (cache misses)
+        self.last_from_cache = False
+        self._image_shape: tuple[int, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"TorchSamEngine({self.model_type!r}, weights={str(self.weights_path)!r}, device={self.device})"
+
+    # ----------------------------------------------------------------------------------------------- image
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """(height, width) of the current image, or None."""
+        return self._image_shape
+
+    def set_image(self, image: np.ndarray) -> None:
+        """Make ``image`` current, running the encoder only when the cache lacks it."""
+        rgb = to_rgb8(image)
+        key = CacheKey(self.model_type, self.weights_sha256, image_hash(rgb))
+        with self.lock:
+            cached = self.cache.get(key) if self.cache is not None else None
+            p = self.predictor
+            if cached is not None:
+                p.reset_image()
+                p.features = cached.tensors["features"].to(self.device)
+                p.original_size = tuple(cached.meta["original_size"])
+                p.input_size = tuple(cached.meta["input_size"])
+                p.is_image_set = True
+                self.last_from_cache = True
+            else:
+                with autocast(self.device, self.dtype):
+                    p.set_image(rgb, image_format="RGB")
+                self.encoder_runs += 1
+                self.last_from_cache = False
+                if self.cache is not None:
+                    self.cache.put(
+                        key,
+                        Embedding(
+                            {"features": p.features.detach()},
+                            {"original_size": tuple(p.original_size), "input_size": tuple(p.input_size)},
+                        ),
+                    )
+            self._image_shape = (int(rgb.shape[0]), int(rgb.shape[1]))
+
+    def _require_image(self) -> tuple[int, int]:
+        if self._image_shape is None or not self.predictor.is_image_set:
+            raise ModelError(f"{self.model_type}: no image set; call set_image(image) before predict")
+        return self._image_shape
+
+    # -------------------------------------------------------------------------------------------- prompts
+
+    def predict(
+        self, prompts: Sequence[Prompt], output: OutputType | str = OutputType.SINGLE
+    ) -> list[list[Mask]]:
+        """Masks for each prompt on the current image, reduced by ``output``; batched by prompt shape."""
+        import torch
+
+        output = OutputType.parse(output)
+        prompts = list(prompts)
+        for i, prompt in enumerate(prompts):
+            if not isinstance(prompt, Prompt):
+                raise ModelError(f"prompt {i} is a {type(prompt).__name__}, not a qpsam Prompt")
+        results: list[list[Mask]] = [[] for _ in prompts]
+        if not prompts:
+            return results
+        with self.lock:
+            height, width = self._require_image()
+            k = 3 if output.multimask else 1
+            per_mask = 4 * (1024 * 1024 + height * width)
+            chunk = max(1, min(self.max_batch, _UPSAMPLE_BUDGET // (k * per_mask)))
+            groups: dict[tuple[bool, int], list[int]] = {}
+            for i, prompt in enumerate(prompts):
+                groups.setdefault((prompt.box is not None, len(prompt.points)), []).append(i)
+            p = self.predictor
+            for (has_box, n_points), indices in groups.items():
+                for start in range(0, len(indices), chunk):
+                    part = indices[start : start + chunk]
+                    coords = labels = boxes = None
+                    if n_points:
+                        pts = np.array([prompts[i].points for i in part], dtype=np.float64)
+                        coords = torch.as_tensor(
+                            p.transform.apply_coords(pts, p.original_size), dtype=torch.float, device=self.device
+                        )
+                        labels = torch.as_tensor(
+                            np.array([prompts[i].labels for i in part]), dtype=torch.int, device=self.device
+                        )
+                    if has_box:
+                        bx = np.array([prompts[i].box for i in part], dtype=np.float64)
+                        boxes = torch.as_tensor(
+                            p.transform.apply_boxes(bx, p.original_size), dtype=torch.float, device=self.device
+                        )
+                    with autocast(self.device, self.dtype):
+                        masks, scores, low = p.predict_torch(
+                            coords, labels, boxes, None, multimask_output=output.multimask, return_logits=False
+                        )
+                    masks_np = masks.cpu().numpy().astype(bool, copy=False)
+                    scores_np = scores.float().cpu().numpy()
+                    low_np = low.float().cpu().numpy()
+                    for row, index in enumerate(part):
+                        candidates = [
+                            Mask(masks_np[row, j], float(scores_np[row, j]), index, low_np[row, j])
+                            for j in range(masks_np.shape[1])
+                        ]
+                        results[index] = [
+                            Mask(m.mask.copy(), m.score, index, m.logits.copy())
+                            for m in select_masks(candidates, output)
+                        ]
+        return results
+
+    # ------------------------------------------------------------------------------------------- automask
+
+    def decode_points(self, points: np.ndarray, multimask: bool) -> tuple[Any, Any]:
+        """Decoder logits (N, K, H, W) and predicted IoU (N, K) for single foreground points (automask)."""
+        import torch
+
+        p = self.predictor
+        coords = torch.as_tensor(
+            p.transform.apply_coords(np.asarray(points, dtype=np.float64), p.original_size),
+            dtype=torch.float,
+            device=self.device,
+        )
+        labels = torch.ones(coords.shape[0], dtype=torch.int, device=self.device)
+        with autocast(self.device, self.dtype):
+            logits, iou, _ = p.predict_torch(
+                coords[:, None, :], labels[:, None], multimask_output=multimask, return_logits=True
+            )
+        return logits.float(), iou.float()
+
+    def automask(
+        self, image: np.ndarray, params: AutomaskParams = AutomaskParams(), progress: Progress | None = None
+    ) -> list[Mask]:
+        """Segment everything in ``image`` (which becomes the current image)."""
+        with self.lock:
+            return generate_masks(self, image, params, progress)

@@ -1,0 +1,129 @@
+"""Where the model work runs: in this process, or spread over a Dask cluster.
+
+Work is split into units (a detection window, an automask tile) that need only an engine spec, a way to open the
+image, and plain values; each unit returns geometries and scores. Workers load a model once per process and keep
+it (:func:`engine_for`); only the driver writes the project.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+
+from qpsam.errors import JobError
+
+__all__ = ["EngineSpec", "engine_for", "Executor", "LocalExecutor", "DaskExecutor", "make_executor"]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything needed to build an engine in any process: local model or samapi server."""
+
+    model_type: str = "vit_t"
+    weights: str | None = None
+    device: str = "auto"
+    engine: str = "auto"  # auto | torch | onnx
+    server: str | None = None
+    token: str | None = None
+
+    def load(self) -> Any:
+        """Build the engine (local or remote) this spec describes."""
+        if self.server:
+            from qpsam.remote import SamapiClient
+
+            return SamapiClient(self.server, token=self.token, model_type=self.model_type, weights=self.weights)
+        from qpsam.engines import load_engine
+
+        return load_engine(self.model_type, weights=self.weights, device=self.device, engine=self.engine)
+
+
+_ENGINES: dict[EngineSpec, Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def engine_for(spec: EngineSpec) -> Any:
+    """The engine for ``spec`` in this process, loaded on first use and kept (one model load per worker)."""
+    with _ENGINES_LOCK:
+        if spec not in _ENGINES:
+            _ENGINES[spec] = spec.load()
+        return _ENGINES[spec]
+
+
+class Executor(Protocol):
+    """Runs ``fn(*args)`` for each argument tuple and yields ``(index, result or exception)`` as they finish."""
+
+    def run(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> Iterator[tuple[int, Any]]: ...
+
+
+@dataclass
+class LocalExecutor:
+    """One process, one unit after the other (the default)."""
+
+    def run(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> Iterator[tuple[int, Any]]:
+        for i, args in enumerate(jobs):
+            try:
+                yield i, fn(*args)
+            except Exception as exc:  # noqa: BLE001 - reported per unit by the caller
+                yield i, exc
+
+
+@dataclass
+class DaskExecutor:
+    """Units submitted to a ``dask.distributed`` cluster; results come back as they complete."""
+
+    address: str | None = None
+    client: Any = None
+    _own: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        try:
+            from dask.distributed import Client
+        except ImportError as exc:
+            raise JobError("the Dask executor needs dask.distributed: pip install 'qpsam[dask]'") from exc
+        if self.client is None:
+            if not self.address:
+                raise JobError("the Dask executor needs a scheduler address (dask://HOST:PORT) or a client")
+            try:
+                self.client = Client(self.address, timeout="10s")
+            except OSError as exc:
+                raise JobError(f"cannot reach the Dask scheduler at {self.address}: {exc}") from exc
+            self._own = True
+
+    def run(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> Iterator[tuple[int, Any]]:
+        from dask.distributed import as_completed
+
+        futures: list[Future] = [self.client.submit(fn, *args, pure=False) for args in jobs]
+        index = {f.key: i for i, f in enumerate(futures)}
+        for future in as_completed(futures):
+            try:
+                yield index[future.key], future.result()
+            except Exception as exc:  # noqa: BLE001
+                yield index[future.key], exc
+
+    def close(self) -> None:
+        if self._own and self.client is not None:
+            self.client.close()
+
+
+def make_executor(spec: str | Any | None) -> LocalExecutor | DaskExecutor:
+    """``None``/``"local"`` -> local; ``"dask://HOST:PORT"`` -> Dask; a ``dask.distributed.Client`` -> Dask."""
+    if spec is None or spec == "local":
+        return LocalExecutor()
+    if isinstance(spec, (LocalExecutor, DaskExecutor)):
+        return spec
+    if isinstance(spec, str):
+        if spec.startswith("dask://"):
+            return DaskExecutor(address="tcp://" + spec[len("dask://"):])
+        raise JobError(f"--executor must be 'local' or 'dask://HOST:PORT', got {spec!r}")
+    return DaskExecutor(client=spec)
+
+
+def run_all(executor: Executor, fn: Callable[..., Any], jobs: Iterable[tuple[Any, ...]]) -> list[Any]:
+    """Results in job order (exceptions in place of failed units)."""
+    jobs = list(jobs)
+    out: list[Any] = [None] * len(jobs)
+    for i, result in executor.run(fn, jobs):
+        out[i] = result
+    return out

@@ -1,0 +1,72 @@
+"""What a batch run did, image by image: objects written, time, errors. Written as JSON with ``--report``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ImageReport", "RunReport"]
+
+
+@dataclass
+class ImageReport:
+    """One image of a run: ``status`` is ``done``, ``skipped`` (``--resume``, nothing to do) or ``failed``."""
+
+    image: str
+    status: str = "done"
+    added: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    windows: int = 0
+    groovy: str | None = field(default=None, repr=False)
+
+
+@dataclass
+class RunReport:
+    """A whole run: the job, its parameters and one :class:`ImageReport` per image."""
+
+    job: str
+    params: dict[str, Any]
+    images: list[ImageReport] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[ImageReport]:
+        return [r for r in self.images if r.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        """One line per status, for the end of a CLI run."""
+        done = sum(r.status == "done" for r in self.images)
+        skipped = sum(r.status == "skipped" for r in self.images)
+        added = sum(r.added for r in self.images)
+        text = f"{self.job}: {done} image(s) done, {skipped} skipped, {len(self.failed)} failed; {added} objects added"
+        for r in self.failed:
+            text += f"\n  failed: {r.image}: {r.error}"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for image in data["images"]:
+            image.pop("groovy", None)
+        return data
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write the report as JSON, atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.to_json(), fh, indent=1)
+        os.replace(tmp, path)
+        return path

@@ -1,0 +1,161 @@
+"""The job entry points over projects: :func:`detect`, :func:`automask`, :func:`track`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from shapely import union_all
+
+from qpsam.engines.base import Engine
+from qpsam.errors import JobError
+from qpsam.jobs.automask import AutomaskOptions, automask_region
+from qpsam.jobs.batch import Change, ImageProgress, Target, run_batch
+from qpsam.jobs.detect import DetectOptions, detect_image
+from qpsam.jobs.executors import EngineSpec, LocalExecutor, engine_for, make_executor
+from qpsam.jobs.report import RunReport
+from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathObject, walk
+
+__all__ = ["detect", "automask", "track"]
+
+Region4 = tuple[float, float, float, float]
+
+
+def _engine_and_executor(engine: Engine | EngineSpec, executor: Any) -> tuple[Any, Any]:
+    ex = make_executor(executor)
+    if isinstance(ex, LocalExecutor) and isinstance(engine, EngineSpec):
+        return engine_for(engine), ex  # load once, in this process
+    if not isinstance(ex, LocalExecutor) and not isinstance(engine, EngineSpec):
+        raise JobError("a distributed executor needs an EngineSpec (workers build their own model), not an engine")
+    return engine, ex
+
+
+def _spec_params(engine: Engine | EngineSpec) -> dict[str, Any]:
+    if isinstance(engine, EngineSpec):
+        return {"model": engine.model_type, "weights": engine.weights, "server": engine.server}
+    return {"model": getattr(engine, "model_type", type(engine).__name__), "weights": str(getattr(engine, "weights_path", ""))}
+
+
+def _finish(report: RunReport, report_path: str | os.PathLike[str] | None, groovy: str | os.PathLike[str] | None) -> RunReport:
+    if report_path:
+        report.write(report_path)
+    if groovy:
+        from qpsam.jobs.scripts import write_scripts
+
+        write_scripts(groovy, report)
+    return report
+
+
+def detect(
+    project: Any,
+    images: Sequence[str] | None = None,
+    *,
+    engine: Engine | EngineSpec = EngineSpec(),
+    options: DetectOptions = DetectOptions(),
+    executor: Any = "local",
+    resume: bool = False,
+    groovy: str | os.PathLike[str] | None = None,
+    report: str | os.PathLike[str] | None = None,
+    preview: str | os.PathLike[str] | None = None,
+    progress: ImageProgress | None = None,
+    debug: bool = False,
+) -> RunReport:
+    """Prompt detection on project images (all by default); results are written into the project."""
+    from qpsam.jobs.scripts import detection_specs
+    from qpsam.jobs.targets import project_targets
+
+    model, ex = _engine_and_executor(engine, executor)
+    params = {**_spec_params(engine), **options.as_dict()}
+
+    def work(target: Target) -> Change:
+        source = target.source()
+        result = detect_image(model, source, target.objects(), options, executor=ex)
+        if preview:
+            _previews(preview, target, source, [w.region for w in result.windows], result.added)
+        specs = detection_specs(engine, options, result, target.objects())
+        return Change(result.added, result.removed, len(result.windows), tuple(specs))
+
+    with project_targets(project, images) as targets:
+        out = run_batch("detect", params, targets, work, resume=resume, progress=progress, debug=debug)
+    return _finish(out, report, groovy)
+
+
+def automask(
+    project: Any,
+    images: Sequence[str] | None = None,
+    *,
+    engine: Engine | EngineSpec = EngineSpec(),
+    options: AutomaskOptions = AutomaskOptions(),
+    region: Region4 | str | None = None,
+    plane: ImagePlane = DEFAULT_PLANE,
+    executor: Any = "local",
+    resume: bool = False,
+    groovy: str | os.PathLike[str] | None = None,
+    report: str | os.PathLike[str] | None = None,
+    preview: str | os.PathLike[str] | None = None,
+    progress: ImageProgress | None = None,
+    debug: bool = False,
+) -> RunReport:
+    """Automatic masks on project images: ``region`` is None (whole image), (x0, y0, x1, y1) or ``annotation:CLASS``."""
+    from qpsam.jobs.scripts import automask_specs
+    from qpsam.jobs.targets import project_targets
+
+    model, ex = _engine_and_executor(engine, executor)
+    params = {**_spec_params(engine), **options.as_dict(), "region": region, "plane": [plane.c, plane.z, plane.t]}
+
+    def work(target: Target) -> Change:
+        source = target.source()
+        areas: list[tuple[Region4 | None, Any]] = []
+        if isinstance(region, str):
+            if not region.startswith("annotation:"):
+                raise JobError(f"region must be full, annotation:CLASS or x0,y0,x1,y1, got {region!r}")
+            name = region[len("annotation:"):]
+            found = [o for o in walk(target.objects()) if o.object_type is ObjectType.ANNOTATION
+                     and o.class_name == name and o.geometry.area > 0]
+            if not found:
+                raise JobError(f"image {target.name!r}: no area annotation of class {name!r} to restrict automask to")
+            areas = [(o.geometry.bounds, o.geometry) for o in found]
+        else:
+            areas = [(region, None)]
+        added: list[PathObject] = []
+        for bounds, within in areas:
+            added += automask_region(model, source, bounds, options, plane, within, executor=ex)
+        if preview:
+            _previews(preview, target, source, [_preview_region(source, b, plane) for b, _ in areas], added)
+        specs = automask_specs(engine, options, source.width, source.height, [b for b, _ in areas], plane)
+        return Change(tuple(added), (), len(areas), tuple(specs))
+
+    with project_targets(project, images) as targets:
+        out = run_batch("automask", params, targets, work, resume=resume, progress=progress, debug=debug)
+    return _finish(out, report, groovy)
+
+
+def _preview_region(source: Any, bounds: Region4 | None, plane: ImagePlane) -> Any:
+    from qpsam.geometry import Region
+
+    x0, y0, x1, y1 = bounds or (0, 0, source.width, source.height)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(source.width, x1), min(source.height, y1)
+    side = max(x1 - x0, y1 - y0)
+    downsample = max(1.0, side / 2048)  # a preview is for eyes: at most 2048 pixels a side
+    return Region(x0, y0, x1 - x0, y1 - y0, downsample, plane)
+
+
+def _previews(folder: str | os.PathLike[str], target: Target, source: Any, regions: Sequence[Any],
+              objects: Sequence[PathObject]) -> None:
+    from shapely.geometry import box
+
+    from qpsam.jobs.preview import write_preview
+
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in target.name)
+    for i, region in enumerate(regions):
+        frame = box(*region.bounds)
+        inside = [o for o in objects if o.geometry.intersects(frame)]
+        write_preview(Path(folder) / f"{safe}-{i}.png", source.read_region(region), region, inside)
+
+
+def track(project: Any, *args: Any, **kwargs: Any) -> RunReport:
+    """Propagate prompts through z or t with a video predictor (SAM2/SAM3)."""
+    from qpsam.jobs.tracking import track as _track
+
+    return _track(project, *args, **kwargs)
