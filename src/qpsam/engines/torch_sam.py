@@ -82,19 +82,22 @@ class TorchSamEngine:
         if info.family not in ("sam1", "mobile_sam"):
             raise ModelError(f"model type {model_type} is not a SAM1-family model (vit_h, vit_l, vit_b, vit_t)")
         self.model_type = info.type
-        self.weights_path = resolve_weights(info.type, weights, progress=progress)
-        self.weights_sha256 = weights_sha256(self.weights_path)
         self.device = pick_device(device)
         self.dtype = autocast_dtype(self.device, precision)
+        self.weights_path = resolve_weights(info.type, weights, progress=progress)
+        state = read_checkpoint(self.weights_path, info.type)  # fail on bad files before building the model
+        self.weights_sha256 = weights_sha256(self.weights_path)
         model, predictor_cls = build_sam1(info.type)
-        load_into(model, read_checkpoint(self.weights_path, info.type), self.weights_path, info.type)
+        load_into(model, state, self.weights_path, info.type)
+        del state
         model.to(self.device).eval()
         self.predictor = predictor_cls(model)
         self.mask_threshold = float(model.mask_threshold)
+        # an empty EmbeddingCache is falsy (it has a length): test identity, not truth
         if cache is None or cache is True:
             self.cache: EmbeddingCache | None = default_cache()
         else:
-            self.cache = cache or None
+            self.cache = cache if isinstance(cache, EmbeddingCache) else None
         self.max_batch = max(1, int(max_batch)) if max_batch else _default_batch(self.device)
         self.lock = threading.RLock()
         self.encoder_runs = 0  # how often the image encoder ran (cache misses)
@@ -217,12 +220,19 @@ class TorchSamEngine:
             dtype=torch.float,
             device=self.device,
         )
-        labels = torch.ones(coords.shape[0], dtype=torch.int, device=self.device)
-        with autocast(self.device, self.dtype):
-            logits, iou, _ = p.predict_torch(
-                coords[:, None, :], labels[:, None], multimask_output=multimask, return_logits=True
-            )
-        return logits.float(), iou.float()
+        labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=self.device)
+        logits, ious = [], []
+        for start in range(0, coords.shape[0], self.max_batch):
+            with autocast(self.device, self.dtype):
+                part, iou, _ = p.predict_torch(
+                    coords[start : start + self.max_batch, None, :],
+                    labels[start : start + self.max_batch],
+                    multimask_output=multimask,
+                    return_logits=True,
+                )
+            logits.append(part.float())
+            ious.append(iou.float())
+        return torch.cat(logits), torch.cat(ious)
 
     def automask(
         self, image: np.ndarray, params: AutomaskParams = AutomaskParams(), progress: Progress | None = None
