@@ -23,7 +23,7 @@ from shapely.geometry import Polygon
 from qpsam import geojson
 from qpsam.errors import ImageReadError, ProjectError
 from qpsam.geometry import Region
-from qpsam.objects import ObjectType, PathClass, PathObject, walk
+from qpsam.objects import ObjectType, PathClass, PathObject
 from qpsam.project import open_project, paquo_backend
 
 from conftest import SAMPLES
@@ -334,7 +334,7 @@ def test_truncated_data_file_fails_clearly_and_nothing_is_written(backend: str, 
     data_file.write_bytes(truncated)
     with open_project(copy, "r+", backend=backend) as project:
         with pytest.raises(ProjectError) as info:
-            project.images[0].objects
+            _ = project.images[0].objects
         assert str(data_file) in str(info.value)
     assert data_file.read_bytes() == truncated
     assert not (copy / "data" / "1" / "data.qpdata.backup").exists()
