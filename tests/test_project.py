@@ -23,7 +23,7 @@ from shapely.geometry import Polygon
 from qpsam import geojson
 from qpsam.errors import ImageReadError, ProjectError
 from qpsam.geometry import Region
-from qpsam.objects import ObjectType, PathClass, PathObject, walk
+from qpsam.objects import ObjectType, PathClass, PathObject
 from qpsam.project import open_project, paquo_backend
 
 from conftest import SAMPLES
@@ -334,7 +334,7 @@ def test_truncated_data_file_fails_clearly_and_nothing_is_written(backend: str, 
     data_file.write_bytes(truncated)
     with open_project(copy, "r+", backend=backend) as project:
         with pytest.raises(ProjectError) as info:
-            project.images[0].objects
+            _ = project.images[0].objects
         assert str(data_file) in str(info.value)
     assert data_file.read_bytes() == truncated
     assert not (copy / "data" / "1" / "data.qpdata.backup").exists()
@@ -407,3 +407,83 @@ def test_read_only_folders(tmp_path: Path, lmd: Path) -> None:
         ["data.qpdata", "server.json", "summary.json", "thumbnail.jpg"]
     (copy / "data" / "1").chmod(0o755)
     (copy / "project.qpproj.lock").unlink(missing_ok=True)
+
+
+def test_saved_display_settings_render_the_rgb_view(tmp_path: Path) -> None:
+    image = tmp_path / "multi.ome.tif"
+    data = make_ome_pyramid(image, (3, 128, 128), 1)
+    display = [{"name": f"ch{i} (C{i + 1})", "class": "qupath.lib.display.DirectServerChannelInfo",
+                "minDisplay": 0.0, "maxDisplay": 4095.0, "color": color, "selected": i != 1}
+               for i, color in enumerate((-65536, -16711936, -16776961))]
+    with open_project(tmp_path / "proj", "x", backend="native") as project:
+        entry = project.add_image(image)
+        entry.properties["qupath.lib.display.ImageDisplay"] = json.dumps(display)
+    with open_project(tmp_path / "proj", "r", backend="native") as project:
+        rgb = project.images[0].read_rgb(Region(0, 0, 128, 128))
+    expected_red = np.clip(data[0].astype(np.float64) / 4095 * 255, 0, 255)
+    assert np.abs(rgb[..., 0] - expected_red).max() <= 1
+    assert not rgb[..., 1].any()  # channel 2 is not selected in QuPath's display settings
+    assert rgb[..., 2].any()
+
+
+def _write_qpproj(folder: Path, data: dict) -> Path:
+    folder.mkdir()
+    (folder / "project.qpproj").write_text(json.dumps(data, indent=2))
+    return folder
+
+
+def test_project_files_of_other_qupath_versions(tmp_path: Path) -> None:
+    # QuPath 0.3: no 'uri', entries without tags; 0.7: tags and wrapping server builders.
+    inner = {"builderType": "uri", "providerClassName": "qupath.lib.images.servers.bioformats.BioFormatsServerBuilder",
+             "uri": "file:/data/slide.tif", "args": ["--series", "0"]}
+    old = _write_qpproj(tmp_path / "v03", {
+        "version": "0.3.2", "createTimestamp": 1, "modifyTimestamp": 2, "lastID": 1,
+        "images": [{"serverBuilder": inner, "entryID": 1, "randomizedName": "x", "imageName": "slide.tif",
+                    "metadata": {}}]})
+    new = _write_qpproj(tmp_path / "v07", {
+        "version": "0.7.0", "createTimestamp": 1, "modifyTimestamp": 2, "uri": "file:/x/project.qpproj",
+        "lastID": 3, "images": [{"serverBuilder": {"builderType": "rotated", "rotation": "ROTATE_90",
+                                                   "builder": inner},
+                                 "entryID": 3, "randomizedName": "y", "imageName": "rotated", "metadata": {"a": "b"},
+                                 "tags": ["t1"], "description": "about it"}]})
+    with open_project(old, "r+", backend="native") as project:
+        entry = project.entry(1)
+        assert entry.uri == "file:/data/slide.tif" and entry.tags == [] and entry.objects == []
+        entry.description = "described"
+    saved = json.loads((old / "project.qpproj").read_text())
+    assert saved["images"][0]["description"] == "described" and "tags" not in saved["images"][0]
+    assert saved["version"] == "0.3.2" and "uri" not in saved
+    with open_project(new, "r", backend="native") as project:
+        entry = project.entry("rotated")
+        assert (entry.uri, entry.tags, entry.description, entry.metadata) == \
+            ("file:/data/slide.tif", ["t1"], "about it", {"a": "b"})
+        with pytest.raises(ImageReadError, match="'rotated' is not supported by the native backend"):
+            entry.read_region(Region(0, 0, 4, 4))
+    bad = _write_qpproj(tmp_path / "bad", {"images": [{"imageName": "no id"}], "version": "0.6.0"})
+    with pytest.raises(ProjectError, match="images\\[0\\] has no entryID"):
+        open_project(bad, "r", backend="native")
+    (bad / "project.qpproj").write_text("{ not json")
+    with pytest.raises(ProjectError, match="project.qpproj: project file is not valid JSON"):
+        open_project(bad, "r", backend="native")
+
+
+def test_remove_image_and_derived_class_colours(tmp_path: Path) -> None:
+    image = tmp_path / "img.ome.tif"
+    make_ome_pyramid(image, (2, 64, 64), 1)
+    with open_project(tmp_path / "proj", "x", backend="native") as project:
+        first = project.add_image(image)
+        second = project.add_image(image, name="again", allow_duplicates=True)
+        with pytest.raises(ProjectError, match="already in the project"):
+            project.add_image(image)
+        project.path_classes = [PathClass("Tumor", (200, 0, 0))]
+        second.add_objects([PathObject(Polygon([(1, 1), (9, 1), (5, 9)]),
+                                       path_class=PathClass("Tumor: Positive", (255, 80, 80)))])
+    with open_project(tmp_path / "proj", "r+", backend="native") as project:
+        assert [e.name for e in project.images] == ["img.ome.tif", "again"]
+        assert project.path_classes == [PathClass("Tumor", (200, 0, 0))]
+        (obj,) = project.entry("again").objects
+        assert obj.path_class == PathClass("Tumor: Positive", (255, 80, 80))
+        project.remove_image(project.entry(first.id))
+    with open_project(tmp_path / "proj", "r", backend="native") as project:
+        assert [e.id for e in project.images] == [2]
+    assert not (tmp_path / "proj" / "data" / "1").exists()

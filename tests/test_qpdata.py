@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
 from pathlib import Path
 
 import pytest
@@ -83,6 +82,7 @@ def _variety() -> list[PathObject]:
         PathObject(LineString([(0, 0), (10, 20), (30, 5.5)])),
         PathObject(LineString([(0, 0), (10.1, 20), (30, 5.5)])),
         PathObject(Q.ellipse_polygon(10, 20, 50, 80), ellipse=True),
+        PathObject(Q.ellipse_polygon(500, 500, 600, 600), ObjectType.TMA_CORE, name="A-1", ellipse=True),
     ]
 
 

@@ -159,8 +159,13 @@ class NativeEntry:
 
     @property
     def tags(self) -> list[str]:
-        """The entry's tags (QuPath 0.6+); edit in place, then save."""
-        return self._json.setdefault("tags", [])
+        """The entry's tags (QuPath 0.6+)."""
+        return list(self._json.get("tags", []))
+
+    @tags.setter
+    def tags(self, values: Iterable[str]) -> None:
+        self._project._check_writable()
+        self._json["tags"] = [str(v) for v in values]
 
     @property
     def server_builder(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import shapely
@@ -950,7 +950,7 @@ def _update_tma_grid(hierarchy: J.JavaObject, kept: set[uuid.UUID], originals: M
         return
     removed = {id(p.java) for oid, p in originals.items() if oid not in kept}
     for data in grid.class_data:
-        for key, value in data.values.items():
+        for value in data.values.values():
             if isinstance(value, J.JavaObject) and value.class_name == "java.util.ArrayList":
                 items = _list_items(value)
                 if any(id(i) in removed for i in items):
@@ -1223,5 +1223,3 @@ def _write_summary(path: Path, data: QpData, server: Mapping[str, Any]) -> None:
     except OSError as exc:
         raise ProjectError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
-
-Progress = Callable[[int, int], None]
