@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test install-core install-sam install-test
+.PHONY: demo test install-core install-sam install-test install-groovy
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,5 +27,9 @@ install-test: install-sam
 demo: install-sam
 	$(VENV)/bin/qpsam demo
 
-test: install-test
+# Groovy 4 for parsing generated scripts in the tests (skipped, with a reason, when npm or Java is missing).
+install-groovy:
+	scripts/get-groovy.sh >/dev/null || echo "warning: Groovy 4 not fetched; the groovy tests will be skipped"
+
+test: install-test install-groovy
 	$(PY) -m pytest -q

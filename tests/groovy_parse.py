@@ -26,6 +26,8 @@ from typing import Any, Iterator
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = Path(__file__).resolve().parent / "groovy_parse_driver.groovy"
 GROOVY_VERSION = "4.0.26"
+# Parsing is short work: the client compiler alone and the serial collector start faster and use less memory.
+JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Dfile.encoding=UTF-8")
 
 
 def find_jar() -> Path | None:
@@ -109,7 +111,7 @@ class GroovyParser:
         self._tmp = tempfile.TemporaryDirectory(prefix="qpsam-groovy-")
         self._count = 0
         self._proc = subprocess.Popen(
-            [java, "-Xshare:auto", "-Dfile.encoding=UTF-8", "-cp", str(jar), "groovy.ui.GroovyMain", str(DRIVER),
+            [java, *JVM_OPTIONS, "-cp", str(jar), "groovy.ui.GroovyMain", str(DRIVER),
              "--calls", "-"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -163,7 +165,7 @@ def parse_files(paths: list[str]) -> Iterator[ParseResult]:
     if jar is None or java is None:
         raise RuntimeError(unavailable_reason() or "Groovy unavailable")
     out = subprocess.run(
-        [java, "-Dfile.encoding=UTF-8", "-cp", str(jar), "groovy.ui.GroovyMain", str(DRIVER), *paths],
+        [java, *JVM_OPTIONS, "-cp", str(jar), "groovy.ui.GroovyMain", str(DRIVER), *paths],
         capture_output=True, text=True, encoding="utf-8", check=False,
     )
     if out.returncode != 0:

@@ -39,25 +39,33 @@ def _comment_end(text: str, start: int) -> int:
     return len(text) if end < 0 else end + 2
 
 
-def _code_mask(text: str) -> list[bool]:
-    """True for characters that are code (not inside strings or comments)."""
-    mask = [True] * len(text)
+CODE, STRING, COMMENT = 0, 1, 2
+
+
+def _kinds(text: str) -> list[int]:
+    """For every character: CODE, STRING (inside a string literal) or COMMENT."""
+    kinds = [CODE] * len(text)
     i = 0
     while i < len(text):
         ch = text[i]
         if ch in "'\"":
             end = _string_end(text, i)
             for j in range(i + 1, end):
-                mask[j] = False
+                kinds[j] = STRING
             i = end
         elif text.startswith("//", i) or text.startswith("/*", i):
             end = _comment_end(text, i)
             for j in range(i, end):
-                mask[j] = False
+                kinds[j] = COMMENT
             i = end
         else:
             i += 1
-    return mask
+    return kinds
+
+
+def _code_mask(text: str) -> list[bool]:
+    """True for characters that are code (not inside strings or comments)."""
+    return [k == CODE for k in _kinds(text)]
 
 
 def _matching(text: str, open_at: int, mask: list[bool]) -> int:
@@ -166,11 +174,14 @@ def calls(text: str) -> list[Call]:
             receiver = text[: match.start()].rstrip()
             receiver = receiver[:-1].rstrip() if receiver.endswith(".") else ""
             found.append((match.start(), Call(match["name"], receiver.split()[-1] if receiver else "", line, args)))
+    kinds = _kinds(text)
     for match in _DECL.finditer(text):
+        if not mask[match.start("var")]:
+            continue
         start = match.end()
         end = start
-        # The value runs to the end of the line, or to the bracket that closes one opened on it.
-        while end < len(text) and text[end] != "\n":
+        # The value runs to the end of the line (or a comment), or to the bracket that closes one opened on it.
+        while end < len(text) and text[end] != "\n" and kinds[end] != COMMENT:
             if mask[end] and text[end] in "([{":
                 end = _matching(text, end, mask)
             end += 1

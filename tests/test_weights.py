@@ -126,6 +126,12 @@ def test_complete_part_file_is_finished_without_download(server, tmp_path):
     assert server.ranges == [f"bytes={len(PAYLOAD)}-"] and got.path.read_bytes() == PAYLOAD
 
 
+def test_part_file_longer_than_the_remote_file_is_discarded(server, tmp_path):
+    (tmp_path / "m.pth.part").write_bytes(PAYLOAD + b"extra bytes from some other file")
+    got = W.download(server.url(), tmp_path / "m.pth")  # no checksum given: the size must still agree
+    assert got.path.read_bytes() == PAYLOAD and server.ranges == [f"bytes={len(PAYLOAD) + 32}-", None]
+
+
 def test_wrong_checksum_deletes_the_download(server, tmp_path):
     with pytest.raises(WeightsError, match="fails its checksum"):
         W.download(server.url(), tmp_path / "m.pth", sha256="0" * 64)

@@ -24,4 +24,14 @@ __all__ = [
     "PathObject",
     "QpsamError",
     "__version__",
+    "open_project",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # open_project lives in qpsam.project (numpy, tifffile, ...): import it on first use only.
+    if name == "open_project":
+        from qpsam.project import open_project
+
+        return open_project
+    raise AttributeError(f"module 'qpsam' has no attribute {name!r}")

@@ -15,7 +15,9 @@ escaped, so a script is plain ASCII.
 from __future__ import annotations
 
 import math
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
@@ -44,6 +46,7 @@ __all__ = [
     "import_script",
     "project_import_script",
     "fill_template",
+    "write_script",
     "template_text",
     "template_path",
     "TEMPLATES",
@@ -739,15 +742,9 @@ def job_kind(spec: Spec) -> str:
 
 
 def _describe_object(obj: PathObject) -> dict:
-    from shapely.geometry import mapping
+    from . import geojson
 
-    return {
-        "id": str(obj.id),
-        "roi": obj.roi_kind,
-        "geometry": mapping(obj.geometry),
-        "class": obj.class_name,
-        "plane": [obj.plane.c, obj.plane.z, obj.plane.t],
-    }
+    return geojson.to_feature(obj)  # QuPath GeoJSON: geojson.from_feature reads it back
 
 
 def _describe_region(region: Region) -> dict:
@@ -761,8 +758,17 @@ def _describe_region(region: Region) -> dict:
     }
 
 
+def _plain(value: object) -> object:
+    """Tuples as lists, so that a description equals itself after a JSON round trip."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def describe(spec: Spec) -> dict:
-    """The parameters of a run as plain JSON values (prompt geometries as GeoJSON geometry)."""
+    """The parameters of a run as plain JSON values (prompt objects as QuPath GeoJSON features)."""
     out: dict = {
         "kind": job_kind(spec),
         "server_url": spec.server_url,
@@ -807,7 +813,7 @@ def describe(spec: Spec) -> dict:
                 for p in spec.prompts
             ],
         )
-    return out
+    return _plain(out)  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -822,7 +828,12 @@ def template_path(name: str) -> Path:
     """Where a standalone script lies (``groovy/`` of the source tree, packaged as ``qpsam/groovy_templates``)."""
     if name not in TEMPLATES:
         raise ScriptError(f"no Groovy template {name!r}; templates: {', '.join(TEMPLATES)}")
-    return Path(str(resources.files("qpsam") / "groovy_templates" / name))
+    packaged = Path(str(resources.files("qpsam") / "groovy_templates" / name))
+    if packaged.is_file():
+        return packaged
+    # A source checkout where the groovy_templates link to ../../groovy was not made (symlinks off on Windows).
+    source = Path(__file__).resolve().parents[2] / "groovy" / name
+    return source if source.is_file() else packaged
 
 
 def template_text(name: str) -> str:
@@ -907,3 +918,24 @@ def project_import_script(
         removeBeforeImport=_check_remove(remove),
         nestObjects=bool(nest),
     )
+
+
+def write_script(path: str | Path, text: str) -> Path:
+    """Write a script atomically (a temporary file beside it, then a rename) and check what landed."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise ScriptError(f"cannot write Groovy script {target}: no folder {folder}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ScriptError(f"cannot write Groovy script {target}: {exc}") from exc
+    if target.read_text(encoding="utf-8") != text:
+        raise ScriptError(f"Groovy script {target} reads back differently from what was written")
+    return target

@@ -27,6 +27,7 @@ __all__ = [
     "HistoryRecord",
     "history_path",
     "record",
+    "record_run",
     "read",
     "images",
     "history_script",
@@ -48,6 +49,7 @@ class HistoryRecord:
     params: dict = field(default_factory=dict)
     groovy: str | None = None
     image_name: str | None = None
+    run_key: str | None = None  # the job's parameters hashed: ``--resume`` skips images done with the same key
 
     def to_json(self) -> str:
         data = {
@@ -59,6 +61,7 @@ class HistoryRecord:
             "qpsam_version": self.qpsam_version,
             "params": self.params,
             "groovy": self.groovy,
+            "run_key": self.run_key,
         }
         return json.dumps(data, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
 
@@ -78,6 +81,7 @@ class HistoryRecord:
             qpsam_version=str(data["qpsam_version"]),
             params=dict(data.get("params") or {}),
             groovy=data.get("groovy"),
+            run_key=data.get("run_key"),
         )
 
 
@@ -134,6 +138,7 @@ def record(
     *,
     image_name: str | None = None,
     time: datetime | None = None,
+    run_key: str | None = None,
 ) -> HistoryRecord:
     """Append a run of ``spec`` on image ``image_id`` to the project's history and return the record."""
     when = (time or datetime.now(timezone.utc)).astimezone(timezone.utc)
@@ -145,7 +150,26 @@ def record(
         qpsam_version=__version__,
         params=describe(spec),
         groovy=script_for(spec),
+        run_key=run_key,
     )
+    return _append(project, entry)
+
+
+def record_run(project: str | Path, run_key: str, image_id: str | int, *, kind: str = "qpsam",
+               image_name: str | None = None) -> HistoryRecord:
+    """Append a run that has nothing to replay (e.g. no prompts on the image), so ``--resume`` knows it is done."""
+    entry = HistoryRecord(
+        kind=kind,
+        image_id=str(image_id),
+        image_name=image_name,
+        time=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        qpsam_version=__version__,
+        run_key=run_key,
+    )
+    return _append(project, entry)
+
+
+def _append(project: str | Path, entry: HistoryRecord) -> HistoryRecord:
     path = history_path(project)
     try:
         _append_line(path, entry.to_json())

@@ -413,13 +413,19 @@ def download(
         start = 0
     digest = hashlib.sha256()
     total = 0
+    stale = False
     try:
         with httpx.stream(
             "GET", url, headers=_request_headers(url, start), follow_redirects=True, timeout=timeout
         ) as response:
             status = response.status_code
             if status == 416 and start:
-                total = start  # the part file already holds everything the server has
+                # Complete only if the server's size equals what we hold; otherwise the part file is stale.
+                match = re.match(r"bytes\s+\*/(\d+)", response.headers.get("content-range", ""))
+                if not match or int(match.group(1)) != start:
+                    stale = True
+                else:
+                    total = start
             elif status in (200, 206):
                 offset = 0
                 if status == 206:
@@ -460,6 +466,9 @@ def download(
         kept = part.stat().st_size if part.is_file() else 0
         hint = f"; {kept} bytes kept in {part}, run again to resume" if kept else ""
         raise WeightsError(f"could not download {url}: {type(exc).__name__}: {exc}{hint}") from exc
+    if stale:
+        part.unlink(missing_ok=True)  # longer than the remote file: not a prefix of it, start over once
+        return download(url, dest, sha256=sha256, size=size, progress=progress, cancel=cancel, timeout=timeout)
     got = part.stat().st_size if part.is_file() else 0
     if total and got < total:
         raise WeightsError(f"download of {url} ended at {got} of {total} bytes; run again to resume")

@@ -5,9 +5,6 @@ Coordinates on the command line are full-resolution image pixels, as in QuPath.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Callable, Sequence
 
 import click
@@ -44,16 +41,9 @@ def _write(text: str, out: str | None) -> None:
     if out is None or out == "-":
         click.echo(text, nl=False)
         return
-    path = Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    click.echo(f"wrote {path}", err=True)
+    from ..groovy import write_script
+
+    click.echo(f"wrote {write_script(out, text)}", err=True)
 
 
 def _run_options(func: Callable) -> Callable:
@@ -63,15 +53,16 @@ def _run_options(func: Callable) -> Callable:
                      help="samapi server URL (the /sam/ prefix)."),
         click.option("--model", default="vit_t", show_default=True,
                      help="Model type: vit_h, vit_l, vit_b, vit_t, sam2_l, sam2_bp, sam2_s, sam2_t, sam3."),
-        click.option("--weights-url", default=None, help="Weights URL the server loads (server default if unset)."),
+        click.option("--weights-url", "--weights", "weights_url", default=None,
+                     help="Weights URL the server loads (server default if unset)."),
         click.option("--verify-ssl", is_flag=True, help="Verify the server's SSL certificate."),
         click.option("--region", "region_text", required=True, metavar="X,Y,W,H",
                      help="Region in full-resolution pixels (whole numbers)."),
         click.option("--downsample", type=float, default=1.0, show_default=True, help="Downsample of the region."),
         click.option("--z", type=int, default=0, show_default=True, help="z-slice of the region."),
         click.option("--t", type=int, default=0, show_default=True, help="Time point of the region."),
-        click.option("--no-names", is_flag=True, help="Do not name the objects 'SAM (Quality=...)'."),
-        click.option("--no-random-colors", is_flag=True, help="Do not give unclassified objects random colours."),
+        click.option("--names", is_flag=True, help="Name results 'SAM (Quality=...)' (as the job commands)."),
+        click.option("--random-colors", is_flag=True, help="Random colours for unclassified results."),
         click.option("-o", "--out", default=None, metavar="FILE", help="Write the script to FILE (default: print)."),
     ]
     for option in reversed(options):
@@ -91,8 +82,8 @@ def _common(kw: dict) -> dict:
         server_url=kw.pop("server"),
         weights_url=kw.pop("weights_url"),
         verify_ssl=kw.pop("verify_ssl"),
-        set_name=not kw.pop("no_names"),
-        random_color=not kw.pop("no_random_colors"),
+        set_name=bool(kw.pop("names")),
+        random_color=bool(kw.pop("random_colors")),
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from qpsam.geometry import Region
-from qpsam.groovy import DEFAULT_SERVER_URL, AutomaskSpec, DetectionSpec, Spec, script_for
+from qpsam.groovy import DEFAULT_SERVER_URL, AutomaskSpec, DetectionSpec, Spec, script_for, write_script
 from qpsam.jobs.automask import AutomaskOptions
 from qpsam.jobs.detect import DetectOptions, ImageDetection
 from qpsam.jobs.executors import EngineSpec
@@ -90,10 +90,7 @@ def write_scripts(path: str | os.PathLike[str], report: RunReport) -> list[Path]
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in r.image)
             target = path.with_name(f"{path.stem}-{safe}{path.suffix or '.groovy'}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(r.groovy, encoding="ascii")
-        os.replace(tmp, target)
-        written.append(target)
+        written.append(write_script(target, r.groovy))
     return written
 
 

@@ -20,7 +20,8 @@ import numpy as np
 from qpsam.errors import ImageReadError
 from qpsam.geometry import Region
 
-__all__ = ["ChannelDisplay", "ImageReader", "open_image", "DEFAULT_COLORS"]
+__all__ = ["ChannelDisplay", "ChannelInfo", "ImageReader", "open_image", "DEFAULT_COLORS", "displays_from_property",
+           "render_pixels"]
 
 #: QuPath's default channel colours for fluorescence: red, green, blue, then yellow, cyan, magenta, ...
 DEFAULT_COLORS: tuple[tuple[int, int, int], ...] = (
@@ -41,6 +42,14 @@ class ChannelDisplay:
     maximum: float
 
 
+@dataclass(frozen=True)
+class ChannelInfo:
+    """A channel of an image entry: its name and display colour (RGB)."""
+
+    name: str
+    color: tuple[int, int, int] | None = None
+
+
 @dataclass
 class ImageReader:
     """An image file: its size, planes, channels, pyramid levels, and region reads.
@@ -50,6 +59,7 @@ class ImageReader:
     """
 
     path: Path
+    series: int = 0
     width: int = field(init=False)
     height: int = field(init=False)
     size_c: int = field(init=False)
@@ -106,8 +116,10 @@ class ImageReader:
             self.pixel_size_um = None
             return
         tif = self._tiff()
+        if not 0 <= self.series < len(tif.series):
+            raise ImageReadError(f"image file {self.path}: has no series {self.series} (it has {len(tif.series)})")
         try:
-            series = tif.series[0]
+            series = tif.series[self.series]
         except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds on corrupt files
             raise ImageReadError(f"image file {self.path}: cannot read TIFF structure: {exc}") from exc
         axes = series.axes.upper()
@@ -162,7 +174,7 @@ class ImageReader:
             if self._levels is None:
                 import zarr
 
-                series = self._tiff().series[0]
+                series = self._tiff().series[self.series]
                 self._levels = []
                 for i, lv in enumerate(series.levels):
                     store = series.aszarr(level=i)
@@ -222,6 +234,49 @@ class ImageReader:
         out[out_y0:out_y0 + want_h, out_x0:out_x0 + want_w] = block
         return out
 
+    def close(self) -> None:
+        """Close the file (it is reopened on the next read)."""
+        with self._lock:
+            if self._tif is not None:
+                self._tif.close()
+            self._tif, self._levels = None, None
+
+    def level_sizes(self) -> list[tuple[int, int]]:
+        """(width, height) of every pyramid level."""
+        if not self.is_tiff:
+            return [(self.width, self.height)]
+        series = self._tiff().series[self.series]
+        out = []
+        for lv in series.levels:
+            shape = dict(zip(lv.axes.upper(), lv.shape))
+            out.append((int(shape["X"]), int(shape["Y"])))
+        return out
+
+    def qupath_metadata(self) -> dict:
+        """The ``metadata`` block QuPath stores in a server builder (``project.qpproj``, ``server.json``)."""
+        channels = [{"name": n, "color": _pack_rgb(c)} for n, c in zip(self.channel_names, self.channel_colors)]
+        if self.pixel_size_um:
+            calibration: dict = {"pixelWidth": {"value": self.pixel_size_um, "unit": "µm"},
+                                 "pixelHeight": {"value": self.pixel_size_um, "unit": "µm"}}
+        else:
+            calibration = {"pixelWidth": {"value": 1.0, "unit": "px"}, "pixelHeight": {"value": 1.0, "unit": "px"}}
+        calibration.update({"zSpacing": {"value": 1.0, "unit": "z-slice"}, "timeUnit": "SECONDS", "timepoints": []})
+        tile_w, tile_h = self.width, self.height
+        if self.is_tiff:
+            page = self._tiff().series[self.series].keyframe
+            tile_w = int(getattr(page, "tilewidth", 0) or 0) or self.width
+            tile_h = int(getattr(page, "tilelength", 0) or 0) or int(getattr(page, "rowsperstrip", 0) or 0) \
+                or self.height
+        return {
+            "name": self.name, "width": self.width, "height": self.height, "sizeZ": self.size_z,
+            "sizeT": self.size_t, "channelType": "DEFAULT", "isRGB": bool(self.is_rgb),
+            "pixelType": _PIXEL_TYPES.get(np.dtype(self.dtype).name, np.dtype(self.dtype).name.upper()),
+            "levels": [{"downsample": float(d), "width": w, "height": h}
+                       for d, (w, h) in zip(self.downsamples, self.level_sizes())],
+            "channels": channels, "pixelCalibration": calibration,
+            "preferredTileWidth": min(tile_w, self.width), "preferredTileHeight": min(tile_h, self.height),
+        }
+
     # -- rendering
     def default_display(self) -> list[ChannelDisplay]:
         """Display ranges from the lowest-resolution level: 0.1-99.9 percentiles per channel (uint8 RGB: 0-255)."""
@@ -250,6 +305,54 @@ class ImageReader:
             scaled = np.clip((raw[:, :, c].astype(np.float32) - d.minimum) / (d.maximum - d.minimum), 0, 1)
             rgb += scaled[:, :, None] * (np.asarray(d.color, np.float32) / 255.0)
         return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+_PIXEL_TYPES = {"uint8": "UINT8", "int8": "INT8", "uint16": "UINT16", "int16": "INT16", "uint32": "UINT32",
+                "int32": "INT32", "float32": "FLOAT32", "float64": "FLOAT64"}
+
+
+def _pack_rgb(color: Sequence[int]) -> int:
+    r, g, b = color[:3]
+    return ((255 << 24) | (r << 16) | (g << 8) | b) - (1 << 32)
+
+
+def displays_from_property(value: object, names: Sequence[str]) -> tuple[list[ChannelDisplay], list[int]] | None:
+    """QuPath's saved display settings (the ``qupath.lib.display.ImageDisplay`` image property, JSON) as channel
+    displays and the indices of the channels shown; None when they do not fit an image with these channels."""
+    import json
+
+    if not isinstance(value, str):
+        return None
+    try:
+        items = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(items, list):
+        return None
+    direct = [i for i in items if isinstance(i, dict) and "minDisplay" in i and "maxDisplay" in i
+              and str(i.get("class", "")).endswith("DirectServerChannelInfo")]
+    if len(direct) != len(names):
+        return None
+    displays, shown = [], []
+    for k, (item, name) in enumerate(zip(direct, names)):
+        packed = int(item.get("color", -1)) & 0xFFFFFFFF
+        lo, hi = float(item["minDisplay"]), float(item["maxDisplay"])
+        displays.append(ChannelDisplay(name, ((packed >> 16) & 255, (packed >> 8) & 255, packed & 255), lo,
+                                       hi if hi > lo else lo + 1))
+        if item.get("selected", True):
+            shown.append(k)
+    return displays, (shown or list(range(len(names))))
+
+
+def render_pixels(raw: np.ndarray, display: Sequence[ChannelDisplay], channels: Sequence[int] | None = None) -> np.ndarray:
+    """Additive 8-bit RGB rendering of (rows, cols, channels) pixels (for pixels not read by an ImageReader)."""
+    shown = list(channels) if channels is not None else list(range(raw.shape[2]))
+    rgb = np.zeros(raw.shape[:2] + (3,), np.float32)
+    for c in shown:
+        d = display[c]
+        scaled = np.clip((raw[:, :, c].astype(np.float32) - d.minimum) / (d.maximum - d.minimum), 0, 1)
+        rgb += scaled[:, :, None] * (np.asarray(d.color, np.float32) / 255.0)
+    return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def _resize(block: np.ndarray, rows: int, cols: int, shrink: bool) -> np.ndarray:
@@ -305,6 +408,6 @@ def _pixel_size(tif) -> float | None:  # noqa: ANN001
     return None
 
 
-def open_image(path: str | os.PathLike[str]) -> ImageReader:
+def open_image(path: str | os.PathLike[str], series: int = 0) -> ImageReader:
     """An :class:`ImageReader` for a local image file (TIFF family through tifffile, other formats through Pillow)."""
-    return ImageReader(Path(path))
+    return ImageReader(Path(path), series)

@@ -1,0 +1,242 @@
+"""The JSON files of a QuPath project (0.3 to 0.7): ``project.qpproj``, ``classifiers/classes.json``,
+``data/<id>/server.json`` and ``data/<id>/summary.json``.
+
+Files are read into plain dicts and written back with every field kept, known or not, in QuPath's layout (Gson's
+pretty printing, which matches ``json.dumps(indent=2)``; files QuPath writes compact stay compact). Writes are
+atomic (temporary file, then rename) and keep the previous ``project.qpproj`` as ``project.qpproj.backup``, as
+QuPath does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+from urllib.parse import quote, unquote, urlparse
+
+from qpsam.errors import ProjectError
+from qpsam.objects import PathClass
+
+__all__ = [
+    "PROJECT_FILE",
+    "read_json",
+    "write_json",
+    "new_project_json",
+    "new_entry_json",
+    "builder_uri",
+    "set_builder_uri",
+    "builder_metadata",
+    "uri_to_path",
+    "path_to_uri",
+    "read_classes",
+    "write_classes",
+    "project_file",
+]
+
+PROJECT_FILE = "project.qpproj"
+DEFAULT_VERSION = "0.6.0"
+
+
+def project_file(path: str | os.PathLike[str]) -> Path:
+    """``project.qpproj`` for a project folder or the file itself."""
+    path = Path(path)
+    return path if path.suffix == ".qpproj" else path / PROJECT_FILE
+
+
+def read_json(path: Path, what: str = "file") -> Any:
+    """A JSON file as Python values; errors name the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProjectError(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise ProjectError(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ProjectError(f"{path}: {what} is not valid JSON ({exc})") from exc
+
+
+def _style(path: Path) -> bool:
+    """True when an existing file is pretty-printed (or does not exist yet)."""
+    try:
+        with path.open("rb") as fh:
+            return b"\n" in fh.read(4096)
+    except OSError:
+        return True
+
+
+def dumps(value: Any, pretty: bool = True) -> str:
+    if pretty:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def write_json(path: Path, value: Any, *, backup: bool = False, pretty: bool | None = None) -> None:
+    """Write JSON atomically, keeping the layout of the file it replaces; optionally keep ``<name>.backup``."""
+    text = dumps(value, _style(path) if pretty is None else pretty)
+    if not path.parent.is_dir():
+        raise ProjectError(f"{path}: folder {path.parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ProjectError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if json.loads(Path(tmp).read_text(encoding="utf-8")) != value:
+            raise ProjectError(f"{path}: the written JSON does not read back the same")
+        if backup and path.exists():
+            bak = path.with_name(path.name + ".backup")
+            fd2, tmp2 = tempfile.mkstemp(prefix=f".{bak.name}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd2, "wb") as fh:
+                fh.write(path.read_bytes())
+            os.replace(tmp2, bak)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ProjectError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def new_project_json(project_path: Path, version: str = DEFAULT_VERSION) -> dict[str, Any]:
+    """The contents of an empty ``project.qpproj``."""
+    now = int(time.time() * 1000)
+    return {
+        "version": version,
+        "createTimestamp": now,
+        "modifyTimestamp": now,
+        "uri": path_to_uri(project_path),
+        "lastID": 0,
+        "images": [],
+    }
+
+
+def new_entry_json(entry_id: int, name: str, builder: Mapping[str, Any], version: str) -> dict[str, Any]:
+    """An image entry as QuPath writes it (``tags`` from 0.6)."""
+    entry: dict[str, Any] = {
+        "serverBuilder": dict(builder),
+        "entryID": entry_id,
+        "randomizedName": str(uuid.uuid4()),
+        "imageName": name,
+        "metadata": {},
+    }
+    if _version(version) >= (0, 6):
+        entry["tags"] = []
+    return entry
+
+
+def _version(text: str | None) -> tuple[int, ...]:
+    out = []
+    for piece in str(text or "0").split("-")[0].split("."):
+        if not piece.isdigit():
+            break
+        out.append(int(piece))
+    return tuple(out) or (0,)
+
+
+def _uri_builders(builder: Any) -> Iterator[dict[str, Any]]:
+    """Every ``uri`` builder inside a (possibly wrapping) server builder."""
+    if not isinstance(builder, dict):
+        return
+    if "uri" in builder and isinstance(builder.get("uri"), str):
+        yield builder
+    for key in ("builder", "builders"):
+        inner = builder.get(key)
+        if isinstance(inner, list):
+            for item in inner:
+                yield from _uri_builders(item)
+        else:
+            yield from _uri_builders(inner)
+    for region in builder.get("regions", []) or []:
+        if isinstance(region, dict):
+            yield from _uri_builders(region.get("builder") or region.get("serverBuilder"))
+
+
+def builder_uri(builder: Any) -> str | None:
+    """The image URI of a server builder (the first one, for builders that wrap others)."""
+    return next((b["uri"] for b in _uri_builders(builder)), None)
+
+
+def set_builder_uri(builder: Any, old: str, new: str) -> int:
+    """Replace URI ``old`` by ``new`` in a server builder (all nested builders); returns how many changed."""
+    count = 0
+    for b in _uri_builders(builder):
+        if b["uri"] == old:
+            b["uri"] = new
+            count += 1
+    return count
+
+
+def builder_metadata(builder: Any) -> dict[str, Any] | None:
+    """The ``metadata`` block of a server builder (outermost first)."""
+    if not isinstance(builder, dict):
+        return None
+    if isinstance(builder.get("metadata"), dict):
+        return builder["metadata"]
+    return builder_metadata(builder.get("builder"))
+
+
+def uri_to_path(uri: str) -> Path | None:
+    """A local file path for a ``file:`` URI (None for other schemes)."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("file", ""):
+        return None
+    path = unquote(parsed.path)
+    if parsed.netloc and parsed.netloc not in ("", "localhost"):
+        path = f"//{parsed.netloc}{path}"
+    if os.name == "nt" and len(path) > 2 and path[0] == "/" and path[2] == ":":
+        path = path[1:]
+    return Path(path)
+
+
+def path_to_uri(path: Path) -> str:
+    """A ``file:`` URI as Java's ``File.toURI()`` writes it (``file:/abs/path``, spaces escaped)."""
+    absolute = Path(path).absolute().as_posix()
+    if not absolute.startswith("/"):
+        absolute = "/" + absolute
+    return "file:" + quote(absolute, safe="/:@!$&'()*+,;=-._~")
+
+
+def read_classes(path: Path) -> tuple[list[PathClass], dict[str, Any]]:
+    """Path classes from ``classifiers/classes.json`` (and the whole JSON, to keep unknown fields)."""
+    data = read_json(path, "class list")
+    if not isinstance(data, dict) or not isinstance(data.get("pathClasses", []), list):
+        raise ProjectError(f"{path}: expected an object with a 'pathClasses' list")
+    out = []
+    for i, item in enumerate(data.get("pathClasses", [])):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"].strip():
+            raise ProjectError(f"{path}: pathClasses[{i}] has no name")
+        color = item.get("color")
+        rgb = None
+        if isinstance(color, int):
+            packed = color & 0xFFFFFFFF
+            rgb = ((packed >> 16) & 255, (packed >> 8) & 255, packed & 255)
+        out.append(PathClass(item["name"], rgb))
+    return out, data
+
+
+def write_classes(path: Path, classes: list[PathClass], original: Mapping[str, Any] | None = None) -> None:
+    """Write ``classes.json`` keeping unknown fields (of the file and of classes that are kept)."""
+    data = dict(original or {})
+    old = {c.get("name"): c for c in data.get("pathClasses", []) if isinstance(c, dict)}
+    items = []
+    for pc in classes:
+        item = dict(old.get(pc.name, {}))
+        item["name"] = pc.name
+        if pc.color is not None:
+            r, g, b = pc.color[:3]
+            packed = (255 << 24) | (r << 16) | (g << 8) | b
+            item["color"] = packed - (1 << 32)
+        items.append(item)
+    data["pathClasses"] = items
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, data)
