@@ -379,6 +379,41 @@ def test_a_detection_job_runs_on_the_server(server: Any, nuclei: Any) -> None:
     assert _iou(mask, truth) > 0.6
 
 
+def test_qpsam_detect_with_server_option(server: Any, nuclei: Any, tmp_path: Path) -> None:
+    """``qpsam detect PROJECT --server URL --token T`` on a real QuPath project, results checked against the GT."""
+    from click.testing import CliRunner
+    from shapely.geometry import box as shapely_box
+
+    from qpsam import geojson
+    from qpsam.cli import cli
+    from qpsam.objects import PathObject
+
+    _, labels = nuclei
+    boxes, truths = [], []
+    for value in (int(v) for v in np.unique(labels[labels > 0])[:40:20]):  # two nuclei
+        rows, cols = np.nonzero(labels == value)
+        boxes.append((int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1))
+        truths.append(labels == value)
+    prompts = tmp_path / "prompts.geojson"
+    geojson.write(prompts, [PathObject(shapely_box(*b)) for b in boxes])
+    project = tmp_path / "project"
+    run = CliRunner().invoke
+    assert run(cli, ["new-project", str(project), str(REPO / "examples/data/nuclei.tif")]).exit_code == 0
+    assert run(cli, ["import", str(project), str(prompts), "--image", "nuclei.tif"]).exit_code == 0
+    wrong = run(cli, ["detect", str(project), "--server", server.url, "--token", "nope"])
+    assert wrong.exit_code == 1 and "401" in wrong.output, wrong.output  # a clear error, the prompts stay
+    result = run(cli, ["detect", str(project), "--server", server.url, "--token", TOKEN, "--model", "vit_t"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "objects.geojson"
+    assert run(cli, ["export", str(project), "--image", "nuclei.tif", "-o", str(out)]).exit_code == 0
+    found = geojson.read(out)
+    assert len(found) == 2  # the prompts were replaced by their results
+    for obj in found:
+        (mask,) = features_to_masks([{"type": "Feature", "geometry": obj.geometry.__geo_interface__}],
+                                    labels.shape, pixel_corner=True)
+        assert max(_iou(mask.mask, t) for t in truths) > 0.6
+
+
 @pytest.mark.slow
 def test_eight_concurrent_clients_get_their_own_results(server: Any, nuclei: Any) -> None:
     origins = [(0, 128), (0, 256), (0, 384), (128, 0), (128, 128), (128, 256), (256, 0), (384, 384)]
