@@ -118,3 +118,30 @@ def test_interrupted_batch_resumes_to_the_same_project(tmp_path, nuclei) -> None
         b = sorted(got[name], key=lambda o: o.geometry.bounds)
         assert [o.geometry.wkt for o in a] == [o.geometry.wkt for o in b]
         assert [o.path_class for o in a] == [o.path_class for o in b]
+
+
+def test_automask_cli_on_a_pyramidal_image_gives_each_disc_once_across_tiles(tmp_path) -> None:
+    """Bright discs on both sides of and on the tile borders of a generated pyramidal OME-TIFF."""
+    from shapely.geometry import Point
+    from test_pixels import write_pyramid
+
+    yy, xx = np.mgrid[:256, :400]
+    image = np.full((256, 400), 20, np.uint8)
+    centres = [(60, 60), (128, 150), (200, 200), (100, 256), (180, 330), (60, 300)]
+    for cy, cx in centres:
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < 18**2] = 230
+    path = tmp_path / "discs.ome.tif"
+    write_pyramid(path, image[None], levels=2, tile=128)
+    project = tmp_path / "project"
+    assert main(["new-project", str(project), str(path)]) == 0
+    code = main(["automask", str(project), "--model", "vit_t", "--engine", "torch", "--device", "cpu",
+                 "--points-per-side", "8", "--tile-size", "256", "--overlap", "96", "--class", "Disc"])
+    assert code == 0
+    (objects,) = objects_of(project).values()
+    discs = [Point(cx, cy).buffer(18) for cy, cx in centres]
+    for disc in discs:
+        matches = [o for o in objects if o.geometry.intersection(disc).area / o.geometry.union(disc).area > 0.7]
+        assert len(matches) == 1, f"disc at {disc.centroid} found {len(matches)} times"
+    for i, a in enumerate(objects):
+        for b in objects[i + 1:]:
+            assert a.geometry.intersection(b.geometry).area < 0.5 * min(a.geometry.area, b.geometry.area)
