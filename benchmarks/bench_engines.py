@@ -136,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from qpsam.engines import AutomaskParams, EmbeddingCache, OutputType, Prompt, load_engine
+    from qpsam.engines import AutomaskParams, EmbeddingCache, Prompt, load_engine
+    from qpsam.engines._torch import load_into, pick_device, read_checkpoint
     from qpsam.engines.base import to_rgb8
     from qpsam.engines.torch_sam import build_sam1
-    from qpsam.engines._torch import load_into, pick_device, read_checkpoint
     from qpsam.weights import resolve_weights
 
     image, gt, image_name = load_image(args.image)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     q_amg: dict[int, float] = {}
     if not args.no_automask:
         for pps in [16] + ([32] if args.automask_32 else []):
-            s, r, c, masks = timed(lambda: engine.automask(rgb, AutomaskParams(points_per_side=pps)))
+            s, r, c, masks = timed(lambda pps=pps: engine.automask(rgb, AutomaskParams(points_per_side=pps)))
             q_amg[pps] = row(f"automask {pps} points/side ({len(masks)} masks)", "qpsam", s, r, c)
 
     # ---- baseline: the plain predictor, as samapi drives it
@@ -223,14 +223,14 @@ def main(argv: list[str] | None = None) -> int:
             from segment_anything import SamAutomaticMaskGenerator
         for pps in q_amg:
             gen = SamAutomaticMaskGenerator(predictor.model, points_per_side=pps)
-            s, r, c, masks = timed(lambda: gen.generate(rgb))
+            s, r, c, masks = timed(lambda gen=gen: gen.generate(rgb))
             b_amg[pps] = row(f"automask {pps} points/side ({len(masks)} masks)", "plain predictor", s, r, c)
 
     # ---- table
     print(f"\n{args.model} on {device}, torch {torch.__version__}, {args.threads} CPU thread(s), "
           f"image {image_name} ({rgb.shape[1]}x{rgb.shape[0]})\n")
-    print(f"| step | engine | time (s) | peak RSS (GiB) | peak CUDA (GiB) |")
-    print(f"| --- | --- | ---: | ---: | ---: |")
+    print("| step | engine | time (s) | peak RSS (GiB) | peak CUDA (GiB) |")
+    print("| --- | --- | ---: | ---: | ---: |")
     for what, who, seconds, rss, cuda in rows:
         print(f"| {what} | {who} | {seconds:.3f} | {rss:.2f} | {cuda:.2f} |")
     print("\n| ratio | value |")

@@ -100,7 +100,7 @@ def main() -> None:
                     crops += [png_b64(rgb[64:320, 64:320].copy()), png_b64(rgb[192:448, 192:448].copy())]
                     times: list[float] = []
 
-                    def one(b: str) -> None:
+                    def one(b: str, times: list[float] = times, url: str = url) -> None:
                         times.append(post(url, {"type": "vit_t", "bbox": [10, 10, 60, 60], "b64img": b}))
 
                     t = time.perf_counter()

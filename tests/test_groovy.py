@@ -13,12 +13,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from groovy_fixtures import groovy, parse_ok, reader, same_number, text_of  # noqa: F401
 from shapely.geometry import LineString, MultiPoint, Point, box
 
 import qpsam.commands.script
 import qpsam.groovy
 import qpsam.history
-from groovy_fixtures import groovy, parse_ok, reader, same_number, text_of  # noqa: F401
 from qpsam.engines.base import AutomaskParams, OutputType, Prompt
 from qpsam.errors import ScriptError
 from qpsam.geometry import Region

@@ -9,9 +9,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from groovy_fixtures import groovy, parse_ok, reader  # noqa: F401
 from shapely.geometry import box
 
-from groovy_fixtures import groovy, parse_ok, reader  # noqa: F401
 from qpsam import __version__, geojson, history
 from qpsam.cli import main
 from qpsam.engines.base import AutomaskParams, OutputType, Prompt
@@ -71,7 +71,7 @@ def test_concurrent_records_never_interleave(project: Path) -> None:
     spec = detect_spec()
 
     def work(n: int) -> None:
-        for i in range(5):
+        for _ in range(5):
             history.record(project, spec, f"img{n}")
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]

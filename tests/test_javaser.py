@@ -6,10 +6,9 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLES
 
 from qpsam.project import javaser as J
-
-from conftest import SAMPLES
 
 QPDATA = sorted(SAMPLES.glob("*/data/*/data.qpdata"))
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
-from qpsam.geometry import mask_to_geometry
-from qpsam.jobs import ArraySource, DetectOptions, QUALITY, detect_image
-from qpsam.jobs.automask import AutomaskOptions, automask_region
 from qpsam.engines.base import AutomaskParams
+from qpsam.geometry import mask_to_geometry
+from qpsam.jobs import QUALITY, ArraySource, DetectOptions, detect_image
+from qpsam.jobs.automask import AutomaskOptions, automask_region
 from qpsam.objects import ObjectType, PathClass, PathObject
 
 pytestmark = pytest.mark.weights

@@ -18,7 +18,7 @@ from shapely.geometry import box
 
 from qpsam import history
 from qpsam.cli import main
-from qpsam.jobs import DetectOptions, EngineSpec, QUALITY, detect
+from qpsam.jobs import QUALITY, DetectOptions, EngineSpec, detect
 from qpsam.objects import PathClass, PathObject
 from qpsam.project import open_project
 

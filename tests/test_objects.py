@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -15,7 +16,7 @@ def test_objects_are_values() -> None:
     b = a.replace()
     assert a == b  # NaN measurements compare equal
     assert a.replace(name="other") != a
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         a.name = "x"  # type: ignore[misc]
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import tifffile
+from conftest import SAMPLES
 from shapely.geometry import Polygon
 
 from qpsam import geojson
@@ -25,8 +26,6 @@ from qpsam.errors import ImageReadError, ProjectError
 from qpsam.geometry import Region
 from qpsam.objects import ObjectType, PathClass, PathObject
 from qpsam.project import open_project, paquo_backend
-
-from conftest import SAMPLES
 
 
 @pytest.fixture(params=["native", "paquo"])

@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 from shapely.geometry import Polygon
+from test_project import copy_project, make_ome_pyramid
 
 from qpsam import geojson
 from qpsam.cli import cli
 from qpsam.geometry import Region
 from qpsam.objects import PathClass, PathObject, walk
 from qpsam.project import open_project
-
-from test_project import copy_project, make_ome_pyramid
 
 
 def invoke(*args: str):  # type: ignore[no-untyped-def]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from shapely.geometry import LineString, MultiPoint, Point, box
 
 from qpsam import geojson

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 import shapely
+from conftest import SAMPLES
 from shapely.geometry import LineString, MultiPoint, MultiPolygon, Point, Polygon, box
 
 from qpsam import geojson
 from qpsam.errors import ProjectError
 from qpsam.objects import ImagePlane, ObjectType, PathClass, PathObject, walk
 from qpsam.project import qpdata as Q
-
-from conftest import SAMPLES
 
 QPDATA = sorted(SAMPLES.glob("*/data/*/data.qpdata"))
 

@@ -202,8 +202,8 @@ def test_client_reads_samapi_answers_and_undoes_the_quality_shift() -> None:
 
 
 def test_features_to_masks_pixel_corner_round_trip() -> None:
-    from qpsam.server.features import mask_features
     from qpsam.engines.base import Mask
+    from qpsam.server.features import mask_features
 
     m = np.zeros((30, 30), bool)
     m[5:20, 5:25] = True

@@ -6,8 +6,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
 from groovy_fixtures import groovy, parse_ok, reader, same_number, text_of  # noqa: F401
+
 from qpsam.cli import main
 from qpsam.errors import ScriptError
 from qpsam.groovy import TEMPLATES, fill_template, import_script, project_import_script, template_path, template_text

@@ -6,7 +6,8 @@ by the modules that need them.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 from qpsam.errors import QpsamError
 from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathClass, PathObject

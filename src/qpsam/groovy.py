@@ -24,7 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence, Union
 
-from shapely.geometry import LineString, MultiPoint, Point, box as shapely_box
+from shapely.geometry import LineString, MultiPoint, Point
+from shapely.geometry import box as shapely_box
 
 from .engines.base import SAM1_TYPES, SAM2_TYPES, AutomaskParams, OutputType, Prompt
 from .errors import ScriptError

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-from shapely import union_all
+from typing import Any, Sequence
 
 from qpsam.engines.base import Engine
 from qpsam.errors import JobError

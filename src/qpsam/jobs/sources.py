@@ -63,7 +63,7 @@ class ArraySource:
         if crop.shape[:2] == (rows, cols):
             return np.ascontiguousarray(crop)
         dtype = crop.dtype
-        work = crop.astype(np.float32) if dtype == bool or dtype.itemsize > 4 else crop
+        work = crop.astype(np.float32) if dtype.kind == "b" or dtype.itemsize > 4 else crop
         out = cv2.resize(work, (cols, rows), interpolation=cv2.INTER_AREA if region.downsample >= 1 else cv2.INTER_LINEAR)
         if out.ndim == 2 and crop.ndim == 3:
             out = out[:, :, None]
