@@ -18,7 +18,7 @@ from ..errors import ModelError
 from ..weights import check_model_type, resolve_weights, weights_sha256
 from ._torch import autocast, autocast_dtype, load_into, pick_device, read_checkpoint
 from .automask import generate_masks
-from .base import AutomaskParams, Mask, OutputType, Prompt, select_masks, to_rgb8
+from .base import AutomaskParams, Mask, OutputType, Prompt, check_prompts, collect_masks, prompt_batches, to_rgb8
 from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
 from .torch_sam import default_cache
 
@@ -180,42 +180,32 @@ class Sam2Engine:
     ) -> list[list[Mask]]:
         """Masks for each prompt on the current image, reduced by ``output``; batched by prompt shape."""
         output = OutputType.parse(output)
-        prompts = list(prompts)
+        prompts = check_prompts(prompts)
         results: list[list[Mask]] = [[] for _ in prompts]
         if not prompts:
             return results
         with self.lock:
             if self._image_shape is None or not self.predictor._is_image_set:
                 raise ModelError(f"{self.model_type}: no image set; call set_image(image) before predict")
-            groups: dict[tuple[bool, int], list[int]] = {}
-            for i, prompt in enumerate(prompts):
-                if not isinstance(prompt, Prompt):
-                    raise ModelError(f"prompt {i} is a {type(prompt).__name__}, not a qpsam Prompt")
-                groups.setdefault((prompt.box is not None, len(prompt.points)), []).append(i)
             p = self.predictor
-            for (has_box, n_points), indices in groups.items():
-                for start in range(0, len(indices), self.max_batch):
-                    part = indices[start : start + self.max_batch]
-                    pts = np.array([prompts[i].points for i in part], dtype=np.float32) if n_points else None
-                    lbl = np.array([prompts[i].labels for i in part], dtype=np.int32) if n_points else None
-                    box = np.array([prompts[i].box for i in part], dtype=np.float32) if has_box else None
-                    with autocast(self.device, self.dtype):
-                        mask_input, coords, labels, boxes = p._prep_prompts(pts, lbl, box, None, True)
-                        masks, scores, low = p._predict(
-                            coords, labels, boxes, mask_input, multimask_output=output.multimask, return_logits=False
-                        )
-                    masks_np = masks.cpu().numpy().astype(bool, copy=False)
-                    scores_np = scores.float().cpu().numpy()
-                    low_np = low.float().cpu().numpy()
-                    for row, index in enumerate(part):
-                        candidates = [
-                            Mask(masks_np[row, j], float(scores_np[row, j]), index, low_np[row, j])
-                            for j in range(masks_np.shape[1])
-                        ]
-                        results[index] = [
-                            Mask(m.mask.copy(), m.score, index, m.logits.copy())
-                            for m in select_masks(candidates, output)
-                        ]
+            for part in prompt_batches(prompts, self.max_batch):
+                first = prompts[part[0]]
+                pts = np.array([prompts[i].points for i in part], dtype=np.float32) if first.points else None
+                lbl = np.array([prompts[i].labels for i in part], dtype=np.int32) if first.points else None
+                box = np.array([prompts[i].box for i in part], dtype=np.float32) if first.box is not None else None
+                with autocast(self.device, self.dtype):
+                    mask_input, coords, labels, boxes = p._prep_prompts(pts, lbl, box, None, True)
+                    masks, scores, low = p._predict(
+                        coords, labels, boxes, mask_input, multimask_output=output.multimask, return_logits=False
+                    )
+                collect_masks(
+                    results,
+                    part,
+                    masks.cpu().numpy().astype(bool, copy=False),
+                    scores.float().cpu().numpy(),
+                    low.float().cpu().numpy(),
+                    output,
+                )
         return results
 
     def decode_points(self, points: np.ndarray, multimask: bool) -> tuple[Any, Any]:

@@ -17,7 +17,7 @@ from ..errors import ModelError
 from ..weights import check_model_type, resolve_weights, weights_sha256
 from ._torch import autocast, autocast_dtype, load_into, pick_device, read_checkpoint
 from .automask import generate_masks
-from .base import AutomaskParams, Mask, OutputType, Prompt, select_masks, to_rgb8
+from .base import AutomaskParams, Mask, OutputType, Prompt, check_prompts, collect_masks, prompt_batches, to_rgb8
 from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
 
 __all__ = ["TorchSamEngine", "build_sam1", "default_cache"]
@@ -157,10 +157,7 @@ class TorchSamEngine:
         import torch
 
         output = OutputType.parse(output)
-        prompts = list(prompts)
-        for i, prompt in enumerate(prompts):
-            if not isinstance(prompt, Prompt):
-                raise ModelError(f"prompt {i} is a {type(prompt).__name__}, not a qpsam Prompt")
+        prompts = check_prompts(prompts)
         results: list[list[Mask]] = [[] for _ in prompts]
         if not prompts:
             return results
@@ -169,43 +166,35 @@ class TorchSamEngine:
             k = 3 if output.multimask else 1
             per_mask = 4 * (1024 * 1024 + height * width)
             chunk = max(1, min(self.max_batch, _UPSAMPLE_BUDGET // (k * per_mask)))
-            groups: dict[tuple[bool, int], list[int]] = {}
-            for i, prompt in enumerate(prompts):
-                groups.setdefault((prompt.box is not None, len(prompt.points)), []).append(i)
             p = self.predictor
-            for (has_box, n_points), indices in groups.items():
-                for start in range(0, len(indices), chunk):
-                    part = indices[start : start + chunk]
-                    coords = labels = boxes = None
-                    if n_points:
-                        pts = np.array([prompts[i].points for i in part], dtype=np.float64)
-                        coords = torch.as_tensor(
-                            p.transform.apply_coords(pts, p.original_size), dtype=torch.float, device=self.device
-                        )
-                        labels = torch.as_tensor(
-                            np.array([prompts[i].labels for i in part]), dtype=torch.int, device=self.device
-                        )
-                    if has_box:
-                        bx = np.array([prompts[i].box for i in part], dtype=np.float64)
-                        boxes = torch.as_tensor(
-                            p.transform.apply_boxes(bx, p.original_size), dtype=torch.float, device=self.device
-                        )
-                    with autocast(self.device, self.dtype):
-                        masks, scores, low = p.predict_torch(
-                            coords, labels, boxes, None, multimask_output=output.multimask, return_logits=False
-                        )
-                    masks_np = masks.cpu().numpy().astype(bool, copy=False)
-                    scores_np = scores.float().cpu().numpy()
-                    low_np = low.float().cpu().numpy()
-                    for row, index in enumerate(part):
-                        candidates = [
-                            Mask(masks_np[row, j], float(scores_np[row, j]), index, low_np[row, j])
-                            for j in range(masks_np.shape[1])
-                        ]
-                        results[index] = [
-                            Mask(m.mask.copy(), m.score, index, m.logits.copy())
-                            for m in select_masks(candidates, output)
-                        ]
+            for part in prompt_batches(prompts, chunk):
+                first = prompts[part[0]]
+                coords = labels = boxes = None
+                if first.points:
+                    pts = np.array([prompts[i].points for i in part], dtype=np.float64)
+                    coords = torch.as_tensor(
+                        p.transform.apply_coords(pts, p.original_size), dtype=torch.float, device=self.device
+                    )
+                    labels = torch.as_tensor(
+                        np.array([prompts[i].labels for i in part]), dtype=torch.int, device=self.device
+                    )
+                if first.box is not None:
+                    bx = np.array([prompts[i].box for i in part], dtype=np.float64)
+                    boxes = torch.as_tensor(
+                        p.transform.apply_boxes(bx, p.original_size), dtype=torch.float, device=self.device
+                    )
+                with autocast(self.device, self.dtype):
+                    masks, scores, low = p.predict_torch(
+                        coords, labels, boxes, None, multimask_output=output.multimask, return_logits=False
+                    )
+                collect_masks(
+                    results,
+                    part,
+                    masks.cpu().numpy().astype(bool, copy=False),
+                    scores.float().cpu().numpy(),
+                    low.float().cpu().numpy(),
+                    output,
+                )
         return results
 
     # ------------------------------------------------------------------------------------------- automask
