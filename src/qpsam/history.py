@@ -28,6 +28,9 @@ __all__ = [
     "history_path",
     "record",
     "record_run",
+    "make_record",
+    "make_run_record",
+    "append",
     "read",
     "images",
     "history_script",
@@ -141,35 +144,50 @@ def record(
     run_key: str | None = None,
 ) -> HistoryRecord:
     """Append a run of ``spec`` on image ``image_id`` to the project's history and return the record."""
+    return append(project, make_record(spec, image_id, image_name=image_name, time=time, run_key=run_key))
+
+
+def _now(time: datetime | None = None) -> str:
     when = (time or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    entry = HistoryRecord(
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def make_record(
+    spec: Spec,
+    image_id: str | int,
+    *,
+    image_name: str | None = None,
+    time: datetime | None = None,
+    run_key: str | None = None,
+) -> HistoryRecord:
+    """The record of a run of ``spec`` on image ``image_id``, not yet appended (see :func:`append`)."""
+    return HistoryRecord(
         kind=job_kind(spec),
         image_id=str(image_id),
         image_name=image_name,
-        time=when.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        time=_now(time),
         qpsam_version=__version__,
         params=describe(spec),
         groovy=script_for(spec),
         run_key=run_key,
     )
-    return _append(project, entry)
 
 
 def record_run(project: str | Path, run_key: str, image_id: str | int, *, kind: str = "qpsam",
                image_name: str | None = None) -> HistoryRecord:
     """Append a run that has nothing to replay (e.g. no prompts on the image), so ``--resume`` knows it is done."""
-    entry = HistoryRecord(
-        kind=kind,
-        image_id=str(image_id),
-        image_name=image_name,
-        time=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        qpsam_version=__version__,
-        run_key=run_key,
-    )
-    return _append(project, entry)
+    return append(project, make_run_record(run_key, image_id, kind=kind, image_name=image_name))
 
 
-def _append(project: str | Path, entry: HistoryRecord) -> HistoryRecord:
+def make_run_record(run_key: str, image_id: str | int, *, kind: str = "qpsam",
+                    image_name: str | None = None) -> HistoryRecord:
+    """The record of a run with nothing to replay, not yet appended."""
+    return HistoryRecord(kind=kind, image_id=str(image_id), image_name=image_name, time=_now(),
+                         qpsam_version=__version__, run_key=run_key)
+
+
+def append(project: str | Path, entry: HistoryRecord) -> HistoryRecord:
+    """Append one record to the project's history (atomically) and return it."""
     path = history_path(project)
     try:
         _append_line(path, entry.to_json())

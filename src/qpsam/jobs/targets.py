@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,59 @@ def select_entries(project: Any, images: Sequence[str] | None) -> list[Any]:
     return out
 
 
+class _Journal:
+    """What one image's commit is about to do, written before data.qpdata is saved and removed once the history
+    records it. A run killed between the save and the history then still resumes correctly: the objects the
+    journal names are found in the saved hierarchy, so the image counts as done and its records are appended."""
+
+    def __init__(self, folder: Path, key: str, entry_id: Any) -> None:
+        from qpsam import history
+
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(entry_id))
+        self.path = folder / history.HISTORY_DIR / "pending" / f"{key}-{safe}.json"
+
+    def write(self, change: Change, records: list[Any]) -> None:
+        from qpsam.objects import walk
+
+        data = {
+            "added": [str(o.id) for o in walk(change.added)],
+            "removed": [str(getattr(o, "id", o)) for o in change.removed],  # ids (objects accepted too)
+            "records": [r.to_json() for r in records],
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def recover(self, folder: Path, objects: Any) -> bool:
+        """True (and the history completed) if the journalled save reached data.qpdata; the journal is removed."""
+        from qpsam import history
+        from qpsam.objects import walk
+
+        if not self.path.is_file():
+            return False
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            records = [history.HistoryRecord.from_json(r) for r in data["records"]]
+            added, removed = set(data["added"]), set(data["removed"])
+        except (OSError, ValueError, KeyError, TypeError):
+            self.path.unlink(missing_ok=True)  # torn before the save: nothing was written
+            return False
+        present = {str(o.id) for o in walk(objects)}
+        saved = added <= present and not (removed & present)
+        if saved:
+            for r in records:
+                history.append(folder, r)
+        self.path.unlink(missing_ok=True)
+        return saved
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def _project_path(project: Any) -> str:
     path = getattr(project, "path", None) or getattr(project, "project_file", None)
     return str(path)
@@ -82,18 +136,24 @@ def project_targets(project: Any, images: Sequence[str] | None = None) -> Iterat
 
         def make(entry: Any) -> Target:
             def commit(change: Change, key: str, params: dict[str, Any]) -> None:
+                records = [
+                    history.make_record(spec, entry.id, image_name=entry.name, run_key=key) for spec in change.specs
+                ] or [history.make_run_record(key, entry.id, image_name=entry.name)]
+                journal = _Journal(folder, key, entry.id)
+                journal.write(change, records)
                 if change.removed:
                     entry.remove_objects(change.removed, keep_children=True)
                 if change.added:
                     entry.add_objects(change.added)
                 entry.save()  # atomic, with data.qpdata.backup, read back and checked
-                for spec in change.specs:
-                    history.record(folder, spec, entry.id, image_name=entry.name, run_key=key)
-                if not change.specs:
-                    history.record_run(folder, key, entry.id, image_name=entry.name)
+                for r in records:
+                    history.append(folder, r)
+                journal.remove()
 
             def done_before(key: str) -> bool:
-                return any(r.run_key == key and r.image_id == str(entry.id) for r in history.read(folder))
+                if any(r.run_key == key and r.image_id == str(entry.id) for r in history.read(folder)):
+                    return True
+                return _Journal(folder, key, entry.id).recover(folder, entry.objects)
 
             return Target(
                 key=str(entry.id),
