@@ -32,7 +32,7 @@ from ..errors import ModelError
 __all__ = ["OnnxFiles", "FORMAT", "ensure_onnx", "onnx_folders", "check_folder", "export_onnx"]
 
 # Bump when the graphs' inputs or outputs change: older folders are then rebuilt.
-FORMAT = 1
+FORMAT = 2
 OPSET = 17
 IMG_SIZE = 1024
 
@@ -162,24 +162,103 @@ def _move_into_place(staging: Path, folder: Path, model_type: str, sha256: str) 
 
 
 def _decoder_module(model: Any) -> Any:
-    """The prompt encoder + mask decoder as one traceable module (built on segment-anything's SamOnnxModel)."""
+    """The prompt encoder + mask decoder as one traceable module, built on segment-anything's SamOnnxModel.
+
+    The two-way transformer is rewritten with the attention projections of the 4096 image tokens folded into
+    the few prompt tokens (``(x W_k) q = x (W_k q)``, and likewise for values and outputs): the same function,
+    with the per-prompt work on image tokens done at the width of ``heads x tokens`` (8 x 7) instead of 128,
+    and the first layer's image-side work done once per call instead of once per prompt.
+    """
+    import math
+
     import torch
     from segment_anything.utils.onnx import SamOnnxModel
 
+    def token_to_image(attn: Any, q: Any, k: Any, v: Any) -> Any:
+        """``attn(q=tokens, k=image, v=image)``; the key bias drops out of the softmax."""
+        n, t, _ = q.shape
+        heads = attn.num_heads
+        d = attn.internal_dim // heads
+        c = k.shape[-1]
+        qh = attn.q_proj(q).reshape(n, t, heads, d).transpose(1, 2)  # (N, H, T, d)
+        folded = (qh @ attn.k_proj.weight.reshape(heads, d, c)).reshape(n, heads * t, c)
+        logits = (folded @ k.transpose(1, 2)) / math.sqrt(d)  # (N, H*T, L)
+        probs = torch.softmax(logits, dim=-1)
+        pv = (probs @ v).reshape(n, heads, t, c)  # rows of probs sum to 1: the value bias is added after
+        out = pv @ attn.v_proj.weight.reshape(heads, d, c).transpose(1, 2) + attn.v_proj.bias.reshape(heads, 1, d)
+        return attn.out_proj(out.transpose(1, 2).reshape(n, t, heads * d))
+
+    def image_to_token(attn: Any, q: Any, k: Any, v: Any) -> Any:
+        """``attn(q=image, k=tokens, v=tokens)``."""
+        n, t, c = k.shape
+        heads = attn.num_heads
+        d = attn.internal_dim // heads
+        kh = attn.k_proj(k).reshape(n, t, heads, d).transpose(1, 2)  # (N, H, T, d)
+        folded = (kh @ attn.q_proj.weight.reshape(heads, d, c)).reshape(n, heads * t, c)
+        bias = (kh @ attn.q_proj.bias.reshape(heads, d, 1)).reshape(n, 1, heads * t)
+        logits = (q @ folded.transpose(1, 2) + bias) / math.sqrt(d)  # (N, L, H*T)
+        length = logits.shape[1]
+        probs = torch.softmax(logits.reshape(n, length, heads, t), dim=-1).reshape(n, length, heads * t)
+        vh = attn.v_proj(v).reshape(n, t, heads, d).transpose(1, 2)
+        w_out = attn.out_proj.weight.reshape(c, heads, d).permute(1, 2, 0)  # (H, d, C)
+        return probs @ (vh @ w_out).reshape(n, heads * t, c) + attn.out_proj.bias
+
+    def block(layer: Any, queries: Any, keys: Any, query_pe: Any, key_pe: Any) -> tuple[Any, Any]:
+        if layer.skip_first_layer_pe:
+            queries = layer.self_attn(q=queries, k=queries, v=queries)
+        else:
+            q = queries + query_pe
+            queries = queries + layer.self_attn(q=q, k=q, v=queries)
+        queries = layer.norm1(queries)
+        queries = layer.norm2(queries + token_to_image(layer.cross_attn_token_to_image, queries + query_pe,
+                                                       keys + key_pe, keys))
+        queries = layer.norm3(queries + layer.mlp(queries))
+        keys = layer.norm4(keys + image_to_token(layer.cross_attn_image_to_token, keys + key_pe,
+                                                 queries + query_pe, queries))
+        return queries, keys
+
+    def upscale(layers: Any, keys: Any, hyper: Any) -> Any:
+        """``output_upscaling`` then the hypernetwork product, channels last: each 2x2 transposed convolution
+        (stride 2) is one matrix product per pixel, and every step after it is per pixel too, so the pixels
+        stay in (pixel, 2x2, 2x2) order and only the K masks are rearranged at the end."""
+        conv1, norm, act1, conv2, act2 = layers
+        n = keys.shape[0]
+        c1, c2 = conv1.out_channels, conv2.out_channels
+        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * c1)
+        x = (keys @ w1).reshape(n, -1, c1) + conv1.bias
+        x = act1(torch.nn.functional.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
+        w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
+        x = act2((x @ w2).reshape(n, -1, c2) + conv2.bias)
+        return x @ hyper.transpose(1, 2)
+
     class LowResDecoder(SamOnnxModel):
-        """SamOnnxModel's point embedding, without mask input or upsampling; all four masks and scores."""
+        """SamOnnxModel's point embedding, no mask input, no upsampling; all four masks and scores."""
 
         @torch.no_grad()
         def forward(self, embeddings: Any, point_coords: Any, point_labels: Any) -> tuple[Any, Any]:  # type: ignore[override]
+            prompt_encoder = self.model.prompt_encoder
+            decoder = self.model.mask_decoder
             sparse = self._embed_points(point_coords, point_labels)
-            dense = self.model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-            masks, iou = self.model.mask_decoder.predict_masks(
-                image_embeddings=embeddings,
-                image_pe=self.model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
+            n = sparse.shape[0]
+            output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+            tokens = torch.cat([output_tokens.unsqueeze(0).expand(n, -1, -1), sparse], dim=1)
+            dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            _, _, h, w = embeddings.shape
+            keys = (embeddings + dense).flatten(2).transpose(1, 2)  # (1, L, C): shared until layer 0 ends
+            pos = prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2)
+            transformer = decoder.transformer
+            queries = tokens
+            for layer in transformer.layers:
+                queries, keys = block(layer, queries, keys, tokens, pos)
+            final = token_to_image(transformer.final_attn_token_to_image, queries + tokens, keys + pos, keys)
+            queries = transformer.norm_final_attn(queries + final)
+            hyper = torch.stack(
+                [mlp(queries[:, 1 + i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
             )
-            return masks, iou
+            masks = upscale(decoder.output_upscaling, keys, hyper)  # (N, L * 16, K)
+            k = masks.shape[-1]
+            masks = masks.reshape(n, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+            return masks.reshape(n, k, 4 * h, 4 * w), decoder.iou_prediction_head(queries[:, 0])
 
     return LowResDecoder(model, return_single_mask=False).eval()
 
