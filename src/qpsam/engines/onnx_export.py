@@ -133,6 +133,10 @@ def ensure_onnx(
             _move_into_place(staging, folder, model_type, sha256)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            try:
+                folder.parent.rmdir()  # only when empty: a failed first export leaves nothing behind
+            except OSError:
+                pass
         return OnnxFiles(folder, folder / "encoder.onnx", folder / "decoder.onnx", rebuilt=True)
     raise ModelError(f"cannot write ONNX files for {weights} anywhere: {'; '.join(errors)}")
 
