@@ -25,8 +25,9 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,21 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
         result = fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), result
+
+
+def paired(baseline: Callable[[], Any], ours: Callable[[], Any], repeat: int) -> tuple[float, float, Any, Any]:
+    """Median seconds of ``baseline`` and ``ours`` called in turn (order swapped every round), so that both see
+    the same load on a shared machine; and their last results."""
+    times: tuple[list[float], list[float]] = ([], [])
+    results: list[Any] = [None, None]
+    for r in range(max(1, repeat)):
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        for which in order:
+            fn = (baseline, ours)[which]
+            t0 = time.perf_counter()
+            results[which] = fn()
+            times[which].append(time.perf_counter() - t0)
+    return statistics.median(times[0]), statistics.median(times[1]), results[0], results[1]
 
 
 def gt_boxes(gt: np.ndarray) -> list[tuple[int, tuple[int, int, int, int]]]:
@@ -80,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="repeats of each fast step (median reported)")
     parser.add_argument("--points-per-side", type=int, default=32, help="automask grid")
     parser.add_argument("--no-automask", action="store_true")
-    parser.add_argument("--baseline-automask-repeat", type=int, default=1, help="repeats of SAM's generator")
+    parser.add_argument("--box-repeat", type=int, default=1, help="rounds of the 125-box comparison")
+    parser.add_argument("--automask-repeat", type=int, default=1, help="rounds of the automask comparison")
     args = parser.parse_args(argv)
 
     import onnxruntime
@@ -133,11 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         plain_view()  # warm-up (first call allocates)
         onnx_view()
-        b_view = row("new view, one box", "plain predictor (torch)", timed(plain_view, args.repeat)[0])
-        o_view = row("new view, one box", "qpsam onnx", timed(onnx_view, args.repeat)[0])
-        b_enc = row("image encoder only", "plain predictor (torch)",
-                    timed(lambda: predictor.set_image(rgb), args.repeat)[0])
-        o_enc = row("image encoder only", "qpsam onnx", timed(lambda: engine.set_image(rgb), args.repeat)[0])
+        b, o, _, _ = paired(plain_view, onnx_view, args.repeat)
+        b_view = row("new view, one box", "plain predictor (torch)", b)
+        o_view = row("new view, one box", "qpsam onnx", o)
+        b, o, _, _ = paired(lambda: predictor.set_image(rgb), lambda: engine.set_image(rgb), args.repeat)
+        b_enc = row("image encoder only", "plain predictor (torch)", b)
+        o_enc = row("image encoder only", "qpsam onnx", o)
 
         # ---- 125 boxes on the encoded image
         predictor.set_image(rgb)
@@ -147,14 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         def plain_loop() -> list[np.ndarray]:
             return [predictor.predict(box=np.array(b), multimask_output=False)[0][0] for _, b in boxes]
 
-        s, plain_masks = timed(plain_loop, 1)
+        b, o, plain_masks, ours = paired(plain_loop, lambda: engine.predict(prompts), args.box_repeat)
         plain_quality = np.mean([iou(m, gt == label) for (label, _), m in zip(boxes, plain_masks)])
-        b_boxes = row(f"{len(boxes)} boxes after encoding", "plain predictor, looped", s,
+        b_boxes = row(f"{len(boxes)} boxes after encoding", "plain predictor, looped", b,
                       f"mean IoU vs GT {plain_quality:.3f}")
-        s, ours = timed(lambda: engine.predict(prompts), args.repeat)
         ours_quality = np.mean([iou(m[0].mask, gt == label) for (label, _), m in zip(boxes, ours)])
         agree = np.mean([iou(a[0].mask, b) for a, b in zip(ours, plain_masks)])
-        o_boxes = row(f"{len(boxes)} boxes after encoding", "qpsam onnx, batched + low-res", s,
+        o_boxes = row(f"{len(boxes)} boxes after encoding", "qpsam onnx, batched + low-res", o,
                       f"mean IoU vs GT {ours_quality:.3f}; vs plain {agree:.3f}")
         s, _ = timed(lambda: [engine.predict([p]) for p in prompts], 1)
         row(f"{len(boxes)} boxes after encoding", "qpsam onnx, looped + low-res", s)
@@ -182,13 +199,13 @@ def main(argv: list[str] | None = None) -> int:
                 pred_iou_thresh=params.pred_iou_thresh, stability_score_thresh=params.stability_score_thresh,
                 box_nms_thresh=params.box_nms_thresh,
             )
-            s, ref = timed(lambda: gen.generate(rgb), args.baseline_automask_repeat)
-            b_amg = row(f"automask {pps} points/side", "segment-anything generator (torch)", s, f"{len(ref)} masks")
-            s, got = timed(lambda: engine.automask(rgb, params), args.repeat)
+            b, o, ref, got = paired(lambda: gen.generate(rgb), lambda: engine.automask(rgb, params),
+                                    args.automask_repeat)
+            b_amg = row(f"automask {pps} points/side", "segment-anything generator (torch)", b, f"{len(ref)} masks")
             ref_found, ours_found = matched([m.mask for m in got], [r["segmentation"] for r in ref])
             amg_note = (f"{len(got)} masks; {ref_found:.1%} of SAM's matched, {ours_found:.1%} of ours matched "
                         "(IoU >= 0.9)")
-            o_amg = row(f"automask {pps} points/side", "qpsam onnx, low-res generator", s, amg_note)
+            o_amg = row(f"automask {pps} points/side", "qpsam onnx, low-res generator", o, amg_note)
 
     # ---- table
     cpu = platform.processor() or platform.machine()

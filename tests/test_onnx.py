@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qpsam.engines import AutomaskParams, EmbeddingCache, OutputType, Prompt, load_engine
+from qpsam.engines import (
+    AutomaskParams,
+    EmbeddingCache,
+    OutputType,
+    Prompt,
+    load_engine,
+)
 from qpsam.errors import ModelError
 from qpsam.weights import packaged_weights
 
@@ -147,7 +153,7 @@ def test_automask_matches_torch_engine(onnx_engine, mobile_sam, nuclei):
 def test_automask_parameters(onnx_engine, nuclei):
     image, _ = nuclei
     crop = image[:160, :160]
-    base = dict(points_per_side=4, pred_iou_thresh=0.5, stability_score_thresh=0.7)
+    base = {"points_per_side": 4, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.7}
     best = onnx_engine.automask(crop, AutomaskParams(**base))
     every = onnx_engine.automask(crop, AutomaskParams(**base, output=OutputType.MULTI_ALL))
     single = onnx_engine.automask(crop, AutomaskParams(**base, output=OutputType.SINGLE))

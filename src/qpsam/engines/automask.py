@@ -20,9 +20,10 @@ import numpy as np
 
 from .base import AutomaskParams, Mask, OutputType, to_rgb8
 
-__all__ = ["AutomaskBackend", "generate_masks", "IMAGE_EDGE_TOLERANCE"]
+__all__ = ["IMAGE_EDGE_TOLERANCE", "AutomaskBackend", "LowResBackend", "generate_masks", "generate_masks_lowres"]
 
 IMAGE_EDGE_TOLERANCE = 20.0
+_DEFAULT_PARAMS = AutomaskParams()
 
 
 class AutomaskBackend(Protocol):
@@ -252,7 +253,7 @@ class _Candidates:
             values = getattr(self, name)
             setattr(self, name, [values[i] for i in keep])
 
-    def extend(self, other: "_Candidates") -> None:
+    def extend(self, other: _Candidates) -> None:
         for name in ("boxes", "patches", "iou", "stability", "areas", "crop"):
             getattr(self, name).extend(getattr(other, name))
 
@@ -260,7 +261,7 @@ class _Candidates:
 def generate_masks_lowres(
     backend: LowResBackend,
     image: np.ndarray,
-    params: AutomaskParams = AutomaskParams(),
+    params: AutomaskParams = _DEFAULT_PARAMS,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Mask]:
     """:func:`generate_masks` on low-resolution logits: filter by predicted IoU first, then compute stability

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Frame", "roi_bounds", "upsample_roi", "masks_from_lowres", "box_of", "nms", "box_iou_matrix"]
+__all__ = ["Frame", "box_iou_matrix", "box_of", "masks_from_lowres", "nms", "roi_bounds", "upsample_roi"]
 
 LOW = 256  # the decoder's mask side
 PAD = 1024  # the encoder's input side
@@ -44,7 +44,7 @@ class Frame:
         object.__setattr__(self, "xs", _axis(self.original[1], self.resized[1]))
 
     @classmethod
-    def for_image(cls, height: int, width: int) -> "Frame":
+    def for_image(cls, height: int, width: int) -> Frame:
         """SAM's resize of the longest side to 1024 (``ResizeLongestSide.get_preprocess_shape``)."""
         scale = PAD / max(height, width)
         return cls((height, width), (int(height * scale + 0.5), int(width * scale + 0.5)))

@@ -23,13 +23,14 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ModelError
 
-__all__ = ["OnnxFiles", "FORMAT", "ensure_onnx", "onnx_folders", "check_folder", "export_onnx"]
+__all__ = ["FORMAT", "OnnxFiles", "check_folder", "ensure_onnx", "export_onnx", "onnx_folders"]
 
 # Bump when the graphs' inputs or outputs change: older folders are then rebuilt.
 FORMAT = 2

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
 from .lowres import PAD, Frame, masks_from_lowres, upsample_roi
 from .onnx_export import OnnxFiles, ensure_onnx
 
-__all__ = ["OnnxSamEngine", "onnxruntime_available", "default_threads"]
+__all__ = ["OnnxSamEngine", "default_threads", "onnxruntime_available"]
 
 Progress = Callable[[int, int], None]
 
@@ -32,6 +33,7 @@ _PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 # Prompts per decoder call. Each prompt carries its own copy of the 256x64x64 embedding through the decoder, so
 # on a CPU the cost per prompt rises again past a few dozen (memory traffic); measured on the nuclei image.
 _DEFAULT_BATCH = 32
+_DEFAULT_PARAMS = AutomaskParams()
 
 
 def onnxruntime_available() -> bool:
@@ -124,7 +126,7 @@ class OnnxSamEngine:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        make = lambda path: ort.InferenceSession(str(path), sess_options=options, providers=self.providers)  # noqa: E731
+        make = lambda path: ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
         return make(self.files.encoder), make(self.files.decoder)
 
     # ----------------------------------------------------------------------------------------------- image
@@ -251,7 +253,7 @@ class OnnxSamEngine:
         return torch.from_numpy(full), torch.from_numpy(np.ascontiguousarray(iou))
 
     def automask(
-        self, image: np.ndarray, params: AutomaskParams = AutomaskParams(), progress: Progress | None = None
+        self, image: np.ndarray, params: AutomaskParams = _DEFAULT_PARAMS, progress: Progress | None = None
     ) -> list[Mask]:
         """Segment everything in ``image`` (which becomes the current image), filtering at low resolution."""
         from .automask import generate_masks_lowres
