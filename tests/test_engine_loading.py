@@ -46,8 +46,8 @@ def _isolated(tmp_path, monkeypatch):
 def test_unknown_model_type_and_engine_kind():
     with pytest.raises(ModelError, match="unknown model type 'vit_x'"):
         load_engine("vit_x")
-    with pytest.raises(ModelError, match="onnx engine is not available yet"):
-        load_engine("vit_t", engine="onnx")
+    with pytest.raises(ModelError, match="onnx engine runs SAM1-family models .*not sam2_t"):
+        load_engine("sam2_t", engine="onnx")
     with pytest.raises(ModelError, match="unknown engine"):
         load_engine("vit_t", engine="tensorrt")
     with pytest.raises(ModelError, match="unknown device"):

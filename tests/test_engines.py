@@ -50,7 +50,7 @@ def nuclei() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def engine():
     torch.set_num_threads(1)  # the machine is shared; one thread is fastest there
-    return load_engine("vit_t", WEIGHTS, device="cpu", cache=EmbeddingCache(max_bytes=64 << 20))
+    return load_engine("vit_t", WEIGHTS, device="cpu", engine="torch", cache=EmbeddingCache(max_bytes=64 << 20))
 
 
 def _gt_boxes(gt: np.ndarray) -> list[tuple[int, tuple[int, int, int, int]]]:
@@ -142,7 +142,7 @@ def test_batched_prompts_equal_one_by_one(engine, nuclei):
 def test_cache_means_new_prompts_only_run_the_decoder(nuclei, tmp_path):
     image, gt = nuclei
     cache = EmbeddingCache(max_bytes=64 << 20, directory=tmp_path / "emb")
-    eng = load_engine("vit_t", WEIGHTS, device="cpu", cache=cache)
+    eng = load_engine("vit_t", WEIGHTS, device="cpu", engine="torch", cache=cache)
     prompt = Prompt(box=_gt_boxes(gt)[0][1])
     eng.set_image(image)
     first = eng.predict([prompt])[0][0]
@@ -152,7 +152,7 @@ def test_cache_means_new_prompts_only_run_the_decoder(nuclei, tmp_path):
     assert np.array_equal(eng.predict([prompt])[0][0].mask, first.mask)
     # a fresh process-like cache reads the embedding back from disk
     fresh = EmbeddingCache(max_bytes=64 << 20, directory=tmp_path / "emb")
-    other = load_engine("vit_t", WEIGHTS, device="cpu", cache=fresh)
+    other = load_engine("vit_t", WEIGHTS, device="cpu", engine="torch", cache=fresh)
     other.set_image(image)
     assert other.encoder_runs == 0 and fresh.stats().disk_hits == 1
     assert np.array_equal(other.predict([prompt])[0][0].mask, first.mask)
@@ -217,7 +217,7 @@ def test_automask_include_image_edge_keeps_whole_image_masks(engine):
 
 
 def test_predict_needs_an_image_and_prompts(nuclei):
-    eng = load_engine("vit_t", WEIGHTS, device="cpu", cache=False)
+    eng = load_engine("vit_t", WEIGHTS, device="cpu", engine="torch", cache=False)
     with pytest.raises(ModelError, match="no image set"):
         eng.predict([Prompt(box=(0, 0, 5, 5))])
     assert eng.predict([]) == []

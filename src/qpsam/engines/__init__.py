@@ -58,7 +58,8 @@ def load_engine(
     ``weights``: a file, URL, registered or catalog name (see :func:`qpsam.weights.resolve_weights`);
     ``device``: auto (cuda, mps, cpu) or a torch device; ``cache``: an :class:`EmbeddingCache` to share, None
     for the process-wide one, False for none; ``progress(done, total)`` reports weight downloads;
-    ``engine``: auto or torch (onnx comes later). Extra ``options`` go to the engine (e.g. ``precision``).
+    ``engine``: torch, onnx (SAM1 family only) or auto: onnx for SAM1-family models when the device is the CPU and
+    onnxruntime is installed, else torch. Extra ``options`` go to the engine (``precision``; onnx: ``threads``).
     """
     from ..weights import check_model_type
 
@@ -66,9 +67,20 @@ def load_engine(
     kind = (engine or "auto").lower()
     if kind not in ENGINE_KINDS:
         raise ModelError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_KINDS)}")
+    sam1 = info.family in ("sam1", "mobile_sam")
+    if kind == "onnx" and not sam1:
+        raise ModelError(
+            f"the onnx engine runs SAM1-family models (vit_h, vit_l, vit_b, vit_t), not {info.type}; "
+            "use engine='torch' (or 'auto')"
+        )
+    precision = str(options.get("precision") or "auto").lower()
+    if kind == "auto" and sam1 and precision in ("auto", "fp32", "float32") and _cpu_only(device) and _has_onnxruntime():
+        kind = "onnx"
     if kind == "onnx":
-        raise ModelError("the onnx engine is not available yet; use engine='torch' (or 'auto')")
-    if info.family in ("sam1", "mobile_sam"):
+        from .onnx_sam import OnnxSamEngine
+
+        return OnnxSamEngine(info.type, weights, device=device, cache=cache, progress=progress, **options)  # type: ignore[arg-type]
+    if sam1:
         from .torch_sam import TorchSamEngine
 
         return TorchSamEngine(info.type, weights, device=device, cache=cache, progress=progress, **options)  # type: ignore[arg-type]
@@ -79,3 +91,26 @@ def load_engine(
     from .sam3 import Sam3Engine
 
     return Sam3Engine(info.type, weights, device=device, cache=cache, progress=progress, **options)  # type: ignore[arg-type]
+
+
+def _has_onnxruntime() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _cpu_only(device: str) -> bool:
+    """Whether ``device`` resolves to the CPU (auto: no CUDA or MPS here, or no torch at all)."""
+    name = (device or "auto").lower()
+    if name == "cpu":
+        return True
+    if name != "auto":
+        return False
+    try:
+        from ._torch import pick_device
+
+        return pick_device("auto").type == "cpu"
+    except ModelError:  # no torch: only the onnx engine can run
+        return True

@@ -20,9 +20,10 @@ import numpy as np
 
 from .base import AutomaskParams, Mask, OutputType, to_rgb8
 
-__all__ = ["AutomaskBackend", "generate_masks", "IMAGE_EDGE_TOLERANCE"]
+__all__ = ["IMAGE_EDGE_TOLERANCE", "AutomaskBackend", "LowResBackend", "generate_masks", "generate_masks_lowres"]
 
 IMAGE_EDGE_TOLERANCE = 20.0
+_DEFAULT_PARAMS = AutomaskParams()
 
 
 class AutomaskBackend(Protocol):
@@ -217,3 +218,189 @@ def _remove_small_regions(amg: Any, data: Any, min_area: int, nms_thresh: float)
             data["boxes"][i] = boxes[i]
     data.filter(keep)
     return data
+
+
+class LowResBackend(Protocol):
+    """An engine whose decoder hands back SAM's 256x256 logits (the ONNX engine)."""
+
+    mask_threshold: float
+
+    def set_image(self, image: np.ndarray) -> None: ...
+
+    def frame(self) -> Any:
+        """The current image's :class:`~qpsam.engines.lowres.Frame`."""
+
+    def decode_points_lowres(self, points: np.ndarray, multimask: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Logits (N, K, 256, 256) and predicted IoU (N, K), as numpy arrays."""
+
+
+class _Candidates:
+    """Masks that passed the filters of one crop: each kept as its tight box and the mask inside it."""
+
+    def __init__(self) -> None:
+        self.boxes: list[tuple[int, int, int, int]] = []  # XYXY, inclusive maxima, in the whole image
+        self.patches: list[np.ndarray] = []
+        self.iou: list[float] = []
+        self.stability: list[float] = []
+        self.areas: list[int] = []
+        self.crop: list[tuple[int, int, int, int]] = []
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def take(self, keep: np.ndarray) -> None:
+        for name in ("boxes", "patches", "iou", "stability", "areas", "crop"):
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in keep])
+
+    def extend(self, other: _Candidates) -> None:
+        for name in ("boxes", "patches", "iou", "stability", "areas", "crop"):
+            getattr(self, name).extend(getattr(other, name))
+
+
+def generate_masks_lowres(
+    backend: LowResBackend,
+    image: np.ndarray,
+    params: AutomaskParams = _DEFAULT_PARAMS,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Mask]:
+    """:func:`generate_masks` on low-resolution logits: filter by predicted IoU first, then compute stability
+    and masks only inside each mask's region of interest, run NMS on boxes, and paint full-size masks only for
+    the survivors. Same algorithm and parameters as SAM's generator; masks sorted by area, largest first."""
+    from .lowres import Frame, nms
+
+    amg = _amg()
+    image = to_rgb8(image)
+    height, width = image.shape[:2]
+    output = params.output
+    crop_boxes, layer_idxs = amg.generate_crop_boxes(
+        (height, width), int(params.crop_n_layers), float(params.crop_overlap_ratio)
+    )
+    grids = amg.build_all_layer_point_grids(
+        int(params.points_per_side), int(params.crop_n_layers), int(params.crop_n_points_downscale_factor)
+    )
+    per_batch = int(params.points_per_batch)
+    total = sum(math.ceil(len(grids[layer]) / per_batch) for layer in layer_idxs)
+    done = 0
+    if progress:
+        progress(0, total)
+    found = _Candidates()
+    for crop_box, layer in zip(crop_boxes, layer_idxs):
+        x0, y0, x1, y1 = (int(v) for v in crop_box)
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+        backend.set_image(crop)
+        frame: Frame = backend.frame()
+        points = grids[layer] * np.array(crop.shape[:2])[None, ::-1]
+        in_crop = _Candidates()
+        for start in range(0, len(points), per_batch):
+            _filter_batch(backend, points[start : start + per_batch], frame, (x0, y0, x1, y1),
+                          (height, width), params, in_crop)
+            done += 1
+            if progress:
+                progress(done, total)
+        if len(in_crop) and output is not OutputType.MULTI_ALL:
+            if output is OutputType.MULTI_BEST:
+                scores = np.asarray(in_crop.iou)
+            else:
+                areas = np.asarray(in_crop.areas, dtype=np.float64)
+                scores = areas if output is OutputType.MULTI_LARGEST else -areas
+            in_crop.take(nms(np.asarray(in_crop.boxes), scores, float(params.box_nms_thresh)))
+        found.extend(in_crop)
+    if len(crop_boxes) > 1:
+        backend.set_image(image)  # leave the whole image current (a cache hit)
+        if len(found):
+            crops = np.asarray(found.crop, dtype=np.float64)
+            scores = 1.0 / ((crops[:, 2] - crops[:, 0]) * (crops[:, 3] - crops[:, 1]))  # prefer smaller crops
+            found.take(nms(np.asarray(found.boxes), scores, float(params.crop_nms_thresh)))
+    masks = []
+    for i, (bx0, by0, bx1, by1) in enumerate(found.boxes):
+        full = np.zeros((height, width), dtype=bool)
+        full[by0 : by1 + 1, bx0 : bx1 + 1] = found.patches[i]
+        masks.append(Mask(mask=full, score=found.iou[i], prompt_index=-1, stability=found.stability[i]))
+    if params.min_mask_region_area > 0 and masks:
+        masks = _clean_regions(amg, masks, int(params.min_mask_region_area),
+                               max(params.box_nms_thresh, params.crop_nms_thresh))
+    masks.sort(key=lambda m: m.area, reverse=True)
+    return masks
+
+
+def _filter_batch(
+    backend: LowResBackend,
+    points: np.ndarray,
+    frame: Any,
+    crop_box: tuple[int, int, int, int],
+    orig_size: tuple[int, int],
+    params: AutomaskParams,
+    out: _Candidates,
+) -> None:
+    """Decode one batch of points and keep the masks that pass SAM's filters, computed at full resolution
+    inside each mask's region of interest only."""
+    from .lowres import LOW, box_of, roi_bounds, upsample_roi
+
+    low, iou = backend.decode_points_lowres(points, params.output.multimask)
+    low = low.reshape(-1, LOW, LOW)
+    iou = iou.reshape(-1)
+    if params.pred_iou_thresh > 0.0:
+        keep = iou > float(params.pred_iou_thresh)
+        low, iou = low[keep], iou[keep]
+    threshold = float(backend.mask_threshold)
+    offset = float(params.stability_score_offset)
+    x0, y0, _, _ = crop_box
+    orig_h, orig_w = orig_size
+    # the region where a sample can exceed the lower stability threshold holds the other two as well
+    for i, (ry0, ry1, rx0, rx1) in enumerate(roi_bounds(low, frame, min(threshold - offset, threshold))):
+        if ry1 > ry0 and rx1 > rx0:
+            logits = upsample_roi(low[i], frame, int(ry0), int(ry1), int(rx0), int(rx1))
+            union = int(np.count_nonzero(logits > threshold - offset))
+            inter = int(np.count_nonzero(logits > threshold + offset))
+            mask = logits > threshold
+        else:
+            union = inter = 0
+            mask = np.zeros((0, 0), dtype=bool)
+        stability = inter / union if union else float("nan")  # SAM divides 0 by 0 too
+        if params.stability_score_thresh > 0.0 and not stability >= float(params.stability_score_thresh):
+            continue
+        bx0, by0, bx1, by1 = box_of(mask)
+        if mask.any():
+            patch = mask[by0 : by1 + 1, bx0 : bx1 + 1]
+            bx0, bx1, by0, by1 = bx0 + int(rx0), bx1 + int(rx0), by0 + int(ry0), by1 + int(ry0)
+        else:
+            patch = np.zeros((1, 1), dtype=bool)
+        box = (bx0 + x0, by0 + y0, bx1 + x0, by1 + y0)  # in the whole image
+        if _near_crop_edge(box, crop_box, (orig_w, orig_h)):
+            continue
+        if not params.include_image_edge:
+            tol = IMAGE_EDGE_TOLERANCE
+            if box[0] <= tol and box[1] <= tol and box[2] >= orig_w - 1 - tol and box[3] >= orig_h - 1 - tol:
+                continue
+        out.boxes.append(box)
+        out.patches.append(patch)
+        out.iou.append(float(iou[i]))
+        out.stability.append(float(stability))
+        out.areas.append(int(np.count_nonzero(patch)))
+        out.crop.append(crop_box)
+
+
+def _near_crop_edge(
+    box: tuple[int, int, int, int], crop_box: tuple[int, int, int, int], size: tuple[int, int], tol: float = 20.0
+) -> bool:
+    """SAM's ``is_box_near_crop_edge``: a side within ``tol`` of the crop's edge but not of the image's."""
+    image_box = (0, 0, size[0], size[1])
+    return any(
+        abs(b - c) <= tol and not abs(b - e) <= tol for b, c, e in zip(box, crop_box, image_box)
+    )
+
+
+def _clean_regions(amg: Any, masks: list[Mask], min_area: int, nms_thresh: float) -> list[Mask]:
+    """Fill holes and drop islands smaller than ``min_area``, then NMS again preferring unchanged masks."""
+    from .lowres import box_of, nms
+
+    cleaned, scores, boxes = [], [], []
+    for m in masks:
+        mask, changed_holes = amg.remove_small_regions(m.mask, min_area, mode="holes")
+        mask, changed_islands = amg.remove_small_regions(mask, min_area, mode="islands")
+        cleaned.append(Mask(mask=mask.astype(bool), score=m.score, prompt_index=-1, stability=m.stability))
+        scores.append(0.0 if (changed_holes or changed_islands) else 1.0)
+        boxes.append(box_of(mask))
+    keep = nms(np.asarray(boxes), np.asarray(scores), nms_thresh)
+    return [cleaned[i] for i in sorted(keep.tolist())]

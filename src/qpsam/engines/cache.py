@@ -209,4 +209,8 @@ def _to_cpu(value: Any) -> Any:
         return type(value)(_to_cpu(v) for v in value)
     if hasattr(value, "detach"):
         return value.detach().to("cpu")
+    if isinstance(value, np.ndarray):  # the onnx engine's arrays: stored as tensors, which load weights_only
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(value))
     return value

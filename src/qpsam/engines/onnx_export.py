@@ -1,0 +1,367 @@
+"""Export a SAM1-family checkpoint to ONNX (image encoder + prompt decoder), once, and find the files again.
+
+The files live in a folder next to the weights, ``<weights>.onnx/<sha256[:16]>/``, or under qpsam's cache folder
+(``onnx/<model_type>-<sha256[:16]>/``) when the weights' folder is read-only. Each folder holds ``encoder.onnx``,
+``decoder.onnx`` and ``manifest.json`` (the weights' SHA-256, the format version and the SHA-256 of every file).
+A folder whose manifest or files do not check out is rebuilt. Folders are built under a temporary name and
+renamed into place, so a crash or a second process never leaves a half-written folder behind.
+
+Graphs:
+
+* encoder: ``image`` (1, 3, 1024, 1024) float32, normalised and zero-padded as SAM's ``preprocess`` does ->
+  ``embeddings`` (1, 256, 64, 64).
+* decoder: ``embeddings``, ``point_coords`` (N, P, 2) in the 1024 frame, ``point_labels`` (N, P) float (-1 pad,
+  0 background, 1 foreground, 2/3 box corners) -> ``low_res_masks`` (N, 4, 256, 256) logits and ``iou`` (N, 4).
+  No mask input and no upsampling: masks are upsampled in numpy, only where needed (:mod:`.lowres`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+
+__all__ = ["FORMAT", "OnnxFiles", "check_folder", "ensure_onnx", "export_onnx", "onnx_folders"]
+
+# Bump when the graphs' inputs or outputs change: older folders are then rebuilt.
+FORMAT = 2
+OPSET = 17
+IMG_SIZE = 1024
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class OnnxFiles:
+    """A checked folder of exported graphs for one weights file."""
+
+    folder: Path
+    encoder: Path
+    decoder: Path
+    rebuilt: bool  # exported by this call (first use, changed weights or a damaged folder)
+
+
+def onnx_folders(model_type: str, weights: Path, sha256: str) -> list[Path]:
+    """Where the files for ``weights`` may live, preferred first: beside the weights, then qpsam's cache."""
+    from ..weights import weights_home
+
+    key = sha256[:16]
+    return [
+        weights.parent / f"{weights.name}.onnx" / key,
+        weights_home() / "onnx" / f"{model_type}-{key}",
+    ]
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+_HASH_LOCK = threading.Lock()
+
+
+def _sha256(path: Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime) in this process (large encoders are GBs)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _HASH_LOCK:
+        if key in _HASHES:
+            return _HASHES[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    with _HASH_LOCK:
+        _HASHES[key] = value
+    return value
+
+
+def check_folder(folder: Path, model_type: str, sha256: str) -> str | None:
+    """None when ``folder`` holds intact graphs for these weights, else why not (missing, stale or corrupt)."""
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return "no manifest"
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        files = dict(data["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unreadable manifest"
+    if data.get("format") != FORMAT or data.get("model_type") != model_type:
+        return f"format {data.get('format')} for {data.get('model_type')}, need {FORMAT} for {model_type}"
+    if data.get("weights_sha256") != sha256:
+        return "exported from other weights"
+    for name in ("encoder.onnx", "decoder.onnx"):
+        if name not in files:
+            return f"manifest lacks {name}"
+    for name, meta in files.items():
+        path = folder / name
+        try:
+            if path.stat().st_size != int(meta["size"]):
+                return f"{name} has the wrong size"
+            if _sha256(path) != meta["sha256"]:
+                return f"{name} fails its checksum"
+        except (OSError, KeyError, TypeError, ValueError):
+            return f"{name} is missing"
+    return None
+
+
+def ensure_onnx(
+    model_type: str, weights: Path, sha256: str, progress: Progress | None = None, rebuild: bool = False
+) -> OnnxFiles:
+    """The exported graphs for ``weights`` (SHA-256 ``sha256``): found and checked, or exported now."""
+    folders = onnx_folders(model_type, Path(weights), sha256)
+    if not rebuild:
+        for folder in folders:
+            if folder.is_dir() and check_folder(folder, model_type, sha256) is None:
+                return OnnxFiles(folder, folder / "encoder.onnx", folder / "decoder.onnx", rebuilt=False)
+    errors = []
+    for folder in folders:
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = folder.parent / f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+            staging.mkdir()
+        except OSError as exc:  # read-only weights folder: try the next place
+            errors.append(f"{folder.parent}: {exc.strerror or exc}")
+            continue
+        try:
+            export_onnx(model_type, Path(weights), sha256, staging, progress)
+            _move_into_place(staging, folder, model_type, sha256)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                folder.parent.rmdir()  # only when empty: a failed first export leaves nothing behind
+            except OSError:
+                pass
+        return OnnxFiles(folder, folder / "encoder.onnx", folder / "decoder.onnx", rebuilt=True)
+    raise ModelError(f"cannot write ONNX files for {weights} anywhere: {'; '.join(errors)}")
+
+
+def _move_into_place(staging: Path, folder: Path, model_type: str, sha256: str) -> None:
+    """Rename ``staging`` to ``folder``; a damaged ``folder`` is moved aside first, an intact one (another
+    process finished first) is kept."""
+    for _ in range(3):
+        try:
+            os.rename(staging, folder)
+            return
+        except OSError:
+            if not folder.exists():
+                raise
+        if check_folder(folder, model_type, sha256) is None:
+            return
+        aside = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.bad"
+        try:
+            os.rename(folder, aside)
+        except OSError:
+            continue
+        shutil.rmtree(aside, ignore_errors=True)
+    raise ModelError(f"cannot replace the ONNX folder {folder}")
+
+
+# ------------------------------------------------------------------------------------------------------ export
+
+
+def _decoder_module(model: Any) -> Any:
+    """The prompt encoder + mask decoder as one traceable module, built on segment-anything's SamOnnxModel.
+
+    The two-way transformer is rewritten with the attention projections of the 4096 image tokens folded into
+    the few prompt tokens (``(x W_k) q = x (W_k q)``, and likewise for values and outputs): the same function,
+    with the per-prompt work on image tokens done at the width of ``heads x tokens`` (8 x 7) instead of 128,
+    and the first layer's image-side work done once per call instead of once per prompt.
+    """
+    import math
+
+    import torch
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    def token_to_image(attn: Any, q: Any, k: Any, v: Any) -> Any:
+        """``attn(q=tokens, k=image, v=image)``; the key bias drops out of the softmax."""
+        n, t, _ = q.shape
+        heads = attn.num_heads
+        d = attn.internal_dim // heads
+        c = k.shape[-1]
+        qh = attn.q_proj(q).reshape(n, t, heads, d).transpose(1, 2)  # (N, H, T, d)
+        folded = (qh @ attn.k_proj.weight.reshape(heads, d, c)).reshape(n, heads * t, c)
+        logits = (folded @ k.transpose(1, 2)) / math.sqrt(d)  # (N, H*T, L)
+        probs = torch.softmax(logits, dim=-1)
+        pv = (probs @ v).reshape(n, heads, t, c)  # rows of probs sum to 1: the value bias is added after
+        out = pv @ attn.v_proj.weight.reshape(heads, d, c).transpose(1, 2) + attn.v_proj.bias.reshape(heads, 1, d)
+        return attn.out_proj(out.transpose(1, 2).reshape(n, t, heads * d))
+
+    def image_to_token(attn: Any, q: Any, k: Any, v: Any) -> Any:
+        """``attn(q=image, k=tokens, v=tokens)``."""
+        n, t, c = k.shape
+        heads = attn.num_heads
+        d = attn.internal_dim // heads
+        kh = attn.k_proj(k).reshape(n, t, heads, d).transpose(1, 2)  # (N, H, T, d)
+        folded = (kh @ attn.q_proj.weight.reshape(heads, d, c)).reshape(n, heads * t, c)
+        bias = (kh @ attn.q_proj.bias.reshape(heads, d, 1)).reshape(n, 1, heads * t)
+        logits = (q @ folded.transpose(1, 2) + bias) / math.sqrt(d)  # (N, L, H*T)
+        length = logits.shape[1]
+        probs = torch.softmax(logits.reshape(n, length, heads, t), dim=-1).reshape(n, length, heads * t)
+        vh = attn.v_proj(v).reshape(n, t, heads, d).transpose(1, 2)
+        w_out = attn.out_proj.weight.reshape(c, heads, d).permute(1, 2, 0)  # (H, d, C)
+        return probs @ (vh @ w_out).reshape(n, heads * t, c) + attn.out_proj.bias
+
+    def block(layer: Any, queries: Any, keys: Any, query_pe: Any, key_pe: Any) -> tuple[Any, Any]:
+        if layer.skip_first_layer_pe:
+            queries = layer.self_attn(q=queries, k=queries, v=queries)
+        else:
+            q = queries + query_pe
+            queries = queries + layer.self_attn(q=q, k=q, v=queries)
+        queries = layer.norm1(queries)
+        queries = layer.norm2(queries + token_to_image(layer.cross_attn_token_to_image, queries + query_pe,
+                                                       keys + key_pe, keys))
+        queries = layer.norm3(queries + layer.mlp(queries))
+        keys = layer.norm4(keys + image_to_token(layer.cross_attn_image_to_token, keys + key_pe,
+                                                 queries + query_pe, queries))
+        return queries, keys
+
+    def upscale(layers: Any, keys: Any, hyper: Any) -> Any:
+        """``output_upscaling`` then the hypernetwork product, channels last: each 2x2 transposed convolution
+        (stride 2) is one matrix product per pixel, and every step after it is per pixel too, so the pixels
+        stay in (pixel, 2x2, 2x2) order and only the K masks are rearranged at the end."""
+        conv1, norm, act1, conv2, act2 = layers
+        n = keys.shape[0]
+        c1, c2 = conv1.out_channels, conv2.out_channels
+        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * c1)
+        x = (keys @ w1).reshape(n, -1, c1) + conv1.bias
+        x = act1(torch.nn.functional.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
+        w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
+        x = act2((x @ w2).reshape(n, -1, c2) + conv2.bias)
+        return x @ hyper.transpose(1, 2)
+
+    class LowResDecoder(SamOnnxModel):
+        """SamOnnxModel's point embedding, no mask input, no upsampling; all four masks and scores."""
+
+        @torch.no_grad()
+        def forward(self, embeddings: Any, point_coords: Any, point_labels: Any) -> tuple[Any, Any]:  # type: ignore[override]
+            prompt_encoder = self.model.prompt_encoder
+            decoder = self.model.mask_decoder
+            sparse = self._embed_points(point_coords, point_labels)
+            n = sparse.shape[0]
+            output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+            tokens = torch.cat([output_tokens.unsqueeze(0).expand(n, -1, -1), sparse], dim=1)
+            dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            _, _, h, w = embeddings.shape
+            keys = (embeddings + dense).flatten(2).transpose(1, 2)  # (1, L, C): shared until layer 0 ends
+            pos = prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2)
+            transformer = decoder.transformer
+            queries = tokens
+            for layer in transformer.layers:
+                queries, keys = block(layer, queries, keys, tokens, pos)
+            final = token_to_image(transformer.final_attn_token_to_image, queries + tokens, keys + pos, keys)
+            queries = transformer.norm_final_attn(queries + final)
+            hyper = torch.stack(
+                [mlp(queries[:, 1 + i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
+            )
+            masks = upscale(decoder.output_upscaling, keys, hyper)  # (N, L * 16, K)
+            k = masks.shape[-1]
+            masks = masks.reshape(n, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+            return masks.reshape(n, k, 4 * h, 4 * w), decoder.iou_prediction_head(queries[:, 0])
+
+    return LowResDecoder(model, return_single_mask=False).eval()
+
+
+class _Encoder:
+    """Wraps the image encoder so that export sees a plain module (built lazily: torch is imported late)."""
+
+    @staticmethod
+    def build(model: Any) -> Any:
+        import torch
+
+        class Encoder(torch.nn.Module):
+            def __init__(self, encoder: Any) -> None:
+                super().__init__()
+                self.encoder = encoder
+
+            def forward(self, image: Any) -> Any:
+                return self.encoder(image)
+
+        return Encoder(model.image_encoder).eval()
+
+
+def _export(module: Any, args: tuple[Any, ...], path: Path, inputs: list[str], outputs: list[str],
+            dynamic: dict[str, dict[int, str]]) -> None:
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic or None,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def export_onnx(model_type: str, weights: Path, sha256: str, folder: Path, progress: Progress | None = None) -> None:
+    """Build the model from ``weights`` and write ``encoder.onnx``, ``decoder.onnx`` and the manifest to ``folder``."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise ModelError(
+            f"exporting {model_type} to ONNX needs PyTorch once per weights file: pip install 'qpsam[sam]'"
+        ) from exc
+    from ._torch import load_into, read_checkpoint
+    from .torch_sam import build_sam1
+
+    state = read_checkpoint(weights, model_type)
+    model, _ = build_sam1(model_type)
+    load_into(model, state, weights, model_type)
+    del state
+    model.eval()
+    if progress:
+        progress(0, 2)
+    image = torch.zeros(1, 3, IMG_SIZE, IMG_SIZE)
+    _export(_Encoder.build(model), (image,), folder / "encoder.onnx", ["image"], ["embeddings"], {})
+    if progress:
+        progress(1, 2)
+    embed = model.prompt_encoder.image_embedding_size
+    embeddings = torch.zeros(1, model.prompt_encoder.embed_dim, *embed)
+    coords = torch.randint(0, IMG_SIZE, (2, 3, 2)).float()
+    labels = torch.tensor([[1.0, 0.0, -1.0], [2.0, 3.0, 1.0]])
+    _export(
+        _decoder_module(model),
+        (embeddings, coords, labels),
+        folder / "decoder.onnx",
+        ["embeddings", "point_coords", "point_labels"],
+        ["low_res_masks", "iou"],
+        {
+            "point_coords": {0: "prompts", 1: "points"},
+            "point_labels": {0: "prompts", 1: "points"},
+            "low_res_masks": {0: "prompts"},
+            "iou": {0: "prompts"},
+        },
+    )
+    files = {
+        p.name: {"sha256": _sha256(p), "size": p.stat().st_size}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != "manifest.json"
+    }
+    manifest = {
+        "format": FORMAT,
+        "model_type": model_type,
+        "weights": str(weights),
+        "weights_sha256": sha256,
+        "opset": OPSET,
+        "torch": str(torch.__version__),
+        "files": files,
+    }
+    tmp = folder / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / "manifest.json")
+    if progress:
+        progress(2, 2)

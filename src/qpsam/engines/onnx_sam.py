@@ -1,0 +1,312 @@
+"""SAM1-family engine on ONNX Runtime: the same interface and masks as :class:`TorchSamEngine`, faster on a CPU.
+
+The encoder and decoder graphs are exported from the real checkpoint on first use (:mod:`.onnx_export`). All
+prompts of one shape go through the decoder in a few calls, and masks are upsampled from the 256x256 logits only
+inside the region where they can be positive (:mod:`.lowres`). Inference needs numpy, Pillow and onnxruntime
+only; PyTorch is needed once per weights file, for the export (and for automask's point grids).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelError
+from ..weights import check_model_type, resolve_weights, weights_sha256
+from .base import AutomaskParams, Mask, OutputType, Prompt, select_masks, to_rgb8
+from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
+from .lowres import PAD, Frame, masks_from_lowres, upsample_roi
+from .onnx_export import OnnxFiles, ensure_onnx
+
+__all__ = ["OnnxSamEngine", "default_threads", "onnxruntime_available"]
+
+Progress = Callable[[int, int], None]
+
+_PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+_PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+
+# Prompts per decoder call. Each prompt carries its own copy of the 256x64x64 embedding through the decoder, so
+# on a CPU the cost per prompt rises again past a few dozen (memory traffic); measured on the nuclei image.
+_DEFAULT_BATCH = 32
+_DEFAULT_PARAMS = AutomaskParams()
+
+
+def onnxruntime_available() -> bool:
+    """Whether onnxruntime imports here."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def default_threads() -> int:
+    """Intra-op threads when none are given: torch's setting when torch is loaded, else the CPUs we may use."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return max(1, int(torch.get_num_threads()))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ModelError(
+            "the onnx engine needs onnxruntime: pip install 'qpsam[cpu]' (or use --engine torch)"
+        ) from exc
+    return onnxruntime
+
+
+class OnnxSamEngine:
+    """SAM1/MobileSAM on ONNX Runtime. Not reentrant: hold :attr:`lock` around ``set_image`` + ``predict``."""
+
+    def __init__(
+        self,
+        model_type: str,
+        weights: str | Path | None = None,
+        device: str = "cpu",
+        cache: EmbeddingCache | None | bool = None,
+        progress: Progress | None = None,
+        threads: int | None = None,
+        max_batch: int | None = None,
+        precision: str = "auto",
+    ) -> None:
+        info = check_model_type(model_type)
+        if info.family not in ("sam1", "mobile_sam"):
+            raise ModelError(
+                f"the onnx engine runs SAM1-family models (vit_h, vit_l, vit_b, vit_t), not {model_type}; "
+                "use engine='torch'"
+            )
+        if (precision or "auto").lower() not in ("auto", "fp32", "float32"):
+            raise ModelError(f"the onnx engine runs in fp32; precision {precision!r} needs engine='torch'")
+        ort = _ort()
+        self.model_type = info.type
+        self.providers = _providers(ort, device)
+        self.weights_path = resolve_weights(info.type, weights, progress=progress)
+        self.weights_sha256 = weights_sha256(self.weights_path)
+        self.threads = max(1, int(threads)) if threads else default_threads()
+        self.files: OnnxFiles = ensure_onnx(info.type, self.weights_path, self.weights_sha256, progress)
+        try:
+            self._encoder, self._decoder = self._sessions(ort)
+        except Exception:  # noqa: BLE001 - checked files that ORT cannot load: export again, once
+            self.files = ensure_onnx(info.type, self.weights_path, self.weights_sha256, progress, rebuild=True)
+            self._encoder, self._decoder = self._sessions(ort)
+        from .torch_sam import default_cache
+
+        # an empty EmbeddingCache is falsy (it has a length): test identity, not truth
+        if cache is None or cache is True:
+            self.cache: EmbeddingCache | None = default_cache()
+        else:
+            self.cache = cache if isinstance(cache, EmbeddingCache) else None
+        self.max_batch = max(1, int(max_batch)) if max_batch else _DEFAULT_BATCH
+        self.mask_threshold = 0.0
+        self.lock = threading.RLock()
+        self.encoder_runs = 0
+        self.last_from_cache = False
+        self._features: np.ndarray | None = None
+        self._frame: Frame | None = None
+
+    def __repr__(self) -> str:
+        return f"OnnxSamEngine({self.model_type!r}, weights={str(self.weights_path)!r}, threads={self.threads})"
+
+    def _sessions(self, ort: Any) -> tuple[Any, Any]:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        make = lambda path: ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
+        return make(self.files.encoder), make(self.files.decoder)
+
+    # ----------------------------------------------------------------------------------------------- image
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """(height, width) of the current image, or None."""
+        return None if self._frame is None else self._frame.original
+
+    def set_image(self, image: np.ndarray) -> None:
+        """Make ``image`` current, running the encoder only when the cache lacks it."""
+        rgb = to_rgb8(image)
+        # the encoder's output differs from torch's in the last digits: its own cache entries
+        key = CacheKey(f"{self.model_type}-onnx", self.weights_sha256, image_hash(rgb))
+        frame = Frame.for_image(int(rgb.shape[0]), int(rgb.shape[1]))
+        with self.lock:
+            cached = self.cache.get(key) if self.cache is not None else None
+            if cached is not None:
+                features = cached.tensors["features"]
+                self._features = np.ascontiguousarray(
+                    features.numpy() if hasattr(features, "numpy") else features, dtype=np.float32
+                )
+                self.last_from_cache = True
+            else:
+                (features,) = self._encoder.run(None, {"image": preprocess(rgb, frame)})
+                self._features = features
+                self.encoder_runs += 1
+                self.last_from_cache = False
+                if self.cache is not None:
+                    self.cache.put(key, Embedding({"features": features}, {"original_size": frame.original}))
+            self._frame = frame
+
+    def _require_image(self) -> tuple[np.ndarray, Frame]:
+        if self._features is None or self._frame is None:
+            raise ModelError(f"{self.model_type}: no image set; call set_image(image) before predict")
+        return self._features, self._frame
+
+    def decode(self, coords: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Low-resolution logits (N, 4, 256, 256) and predicted IoU (N, 4) for prompts in image pixels
+        (``coords`` (N, P, 2), ``labels`` (N, P) as SAM's prompt encoder takes them), in chunks."""
+        features, frame = self._require_image()
+        scale = np.array(
+            [frame.resized[1] / frame.original[1], frame.resized[0] / frame.original[0]], dtype=np.float32
+        )
+        coords = np.asarray(coords, dtype=np.float32) * scale
+        labels = np.asarray(labels, dtype=np.float32)
+        lows, ious = [], []
+        for start in range(0, coords.shape[0], self.max_batch):
+            low, iou = self._decoder.run(
+                None,
+                {
+                    "embeddings": features,
+                    "point_coords": coords[start : start + self.max_batch],
+                    "point_labels": labels[start : start + self.max_batch],
+                },
+            )
+            lows.append(low)
+            ious.append(iou)
+        if len(lows) == 1:
+            return lows[0], ious[0]
+        return np.concatenate(lows), np.concatenate(ious)
+
+    # -------------------------------------------------------------------------------------------- prompts
+
+    def predict(
+        self, prompts: Sequence[Prompt], output: OutputType | str = OutputType.SINGLE
+    ) -> list[list[Mask]]:
+        """Masks for each prompt on the current image, reduced by ``output``; batched by prompt shape."""
+        output = OutputType.parse(output)
+        prompts = list(prompts)
+        for i, prompt in enumerate(prompts):
+            if not isinstance(prompt, Prompt):
+                raise ModelError(f"prompt {i} is a {type(prompt).__name__}, not a qpsam Prompt")
+        results: list[list[Mask]] = [[] for _ in prompts]
+        if not prompts:
+            return results
+        with self.lock:
+            _, frame = self._require_image()
+            groups: dict[tuple[bool, int], list[int]] = {}
+            for i, prompt in enumerate(prompts):
+                groups.setdefault((prompt.box is not None, len(prompt.points)), []).append(i)
+            for (has_box, _), indices in groups.items():
+                coords, labels = _encode_prompts([prompts[i] for i in indices], has_box)
+                low, iou = self.decode(coords, labels)
+                first = 1 if output.multimask else 0
+                low, iou = low[:, first : 1 if first == 0 else None], iou[:, first : 1 if first == 0 else None]
+                for row, index in enumerate(indices):
+                    results[index] = self._select(low[row], iou[row], index, frame, output)
+        return results
+
+    def _select(self, low: np.ndarray, iou: np.ndarray, index: int, frame: Frame, output: OutputType) -> list[Mask]:
+        """Upsample the masks ``output`` keeps; best-quality picks by score before upsampling the others."""
+        picks = range(len(iou))
+        if output is OutputType.MULTI_BEST:
+            picks = [int(np.argmax(iou))]
+        masks = masks_from_lowres(low[list(picks)], frame, self.mask_threshold)
+        candidates = [
+            Mask(masks[j], float(iou[k]), index, np.array(low[k], dtype=np.float32)) for j, k in enumerate(picks)
+        ]
+        return select_masks(candidates, output)
+
+    # ------------------------------------------------------------------------------------------- automask
+
+    def decode_points_lowres(self, points: np.ndarray, multimask: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Low-resolution logits (N, K, 256, 256) and predicted IoU (N, K) for single foreground points."""
+        pts = np.asarray(points, dtype=np.float32).reshape(-1, 1, 2)
+        coords = np.concatenate([pts, np.zeros_like(pts)], axis=1)  # SAM pads lone points with a "not a point"
+        labels = np.tile(np.array([[1.0, -1.0]], dtype=np.float32), (pts.shape[0], 1))
+        low, iou = self.decode(coords, labels)
+        sl = slice(1, None) if multimask else slice(0, 1)
+        return low[:, sl], iou[:, sl]
+
+    def decode_points(self, points: np.ndarray, multimask: bool) -> tuple[Any, Any]:
+        """Full-size logits (N, K, H, W) and IoU (N, K) as torch tensors, for :func:`.automask.generate_masks`."""
+        import torch
+
+        _, frame = self._require_image()
+        low, iou = self.decode_points_lowres(points, multimask)
+        h, w = frame.original
+        full = np.empty((*low.shape[:2], h, w), dtype=np.float32)
+        for i in range(low.shape[0]):
+            for j in range(low.shape[1]):
+                full[i, j] = upsample_roi(low[i, j], frame, 0, h, 0, w)
+        return torch.from_numpy(full), torch.from_numpy(np.ascontiguousarray(iou))
+
+    def automask(
+        self, image: np.ndarray, params: AutomaskParams = _DEFAULT_PARAMS, progress: Progress | None = None
+    ) -> list[Mask]:
+        """Segment everything in ``image`` (which becomes the current image), filtering at low resolution."""
+        from .automask import generate_masks_lowres
+
+        with self.lock:
+            return generate_masks_lowres(self, image, params, progress)
+
+    def frame(self) -> Frame:
+        """The current image's geometry (for the low-resolution automask)."""
+        return self._require_image()[1]
+
+
+def preprocess(rgb: np.ndarray, frame: Frame) -> np.ndarray:
+    """SAM's encoder input: longest side resized to 1024 (bilinear, as torchvision resizes a PIL image),
+    normalised per channel and zero-padded to (1, 3, 1024, 1024)."""
+    from PIL import Image
+
+    h, w = frame.resized
+    if (h, w) != frame.original:
+        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
+    out = np.zeros((1, 3, PAD, PAD), dtype=np.float32)
+    out[0, :, :h, :w] = ((rgb.astype(np.float32) - _PIXEL_MEAN) / _PIXEL_STD).transpose(2, 0, 1)
+    return out
+
+
+def _encode_prompts(prompts: Sequence[Prompt], has_box: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Points then box corners (labels 2, 3), and SAM's padding point when there is no box."""
+    n = len(prompts)
+    n_points = len(prompts[0].points)
+    extra = 2 if has_box else 1
+    coords = np.zeros((n, n_points + extra, 2), dtype=np.float32)
+    labels = np.full((n, n_points + extra), -1.0, dtype=np.float32)
+    for row, prompt in enumerate(prompts):
+        if n_points:
+            coords[row, :n_points] = prompt.points
+            labels[row, :n_points] = prompt.labels
+        if has_box:
+            assert prompt.box is not None
+            x1, y1, x2, y2 = prompt.box
+            coords[row, n_points:] = ((x1, y1), (x2, y2))
+            labels[row, n_points:] = (2.0, 3.0)
+    return coords, labels
+
+
+def _providers(ort: Any, device: str) -> list[str]:
+    """ONNX Runtime providers for ``device``: the CPU, or CUDA where onnxruntime-gpu offers it."""
+    name = (device or "auto").lower()
+    available = set(ort.get_available_providers())
+    if name in ("auto", "cpu"):
+        return ["CPUExecutionProvider"]
+    if name.startswith("cuda"):
+        if "CUDAExecutionProvider" not in available:
+            raise ModelError(f"device {device!r} asked for with the onnx engine, but onnxruntime has no CUDA here")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise ModelError(f"the onnx engine runs on cpu or cuda, not {device!r}")
+
