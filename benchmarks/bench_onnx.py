@@ -10,9 +10,10 @@ matched between the two automask generators).
 Rows:
 * new view, one box: ``set_image`` + one box on an image not seen before (no embedding cache).
 * 125 boxes after encoding: the plain predictor looped box by box (samapi's decode per request) against qpsam's
-  batched decoder; also qpsam onnx one by one, and batched but with every mask upsampled to the whole image
-  (what a decoder graph with SAM's own post-processing does), to show what batching and low-resolution
-  post-processing each bring.
+  batched decoder, which upscales each mask only in a window around its box; also qpsam onnx one by one,
+  batched over the whole 256x256 grid (no box windows), and batched with every mask upsampled to the whole
+  image (what a decoder graph with SAM's own post-processing does), to show what batching, box windows and
+  low-resolution post-processing each bring.
 * automask: segment-anything's (MobileSAM's) ``SamAutomaticMaskGenerator`` with the same parameters against
   qpsam's low-resolution generator on the onnx engine.
 """
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from qpsam.engines import AutomaskParams, Prompt, load_engine, to_rgb8
     from qpsam.engines._torch import load_into, read_checkpoint
-    from qpsam.engines.lowres import upsample_roi
+    from qpsam.engines.lowres import masks_from_lowres, upsample_roi
     from qpsam.engines.onnx_sam import _encode_prompts
     from qpsam.engines.torch_sam import build_sam1
     from qpsam.weights import resolve_weights
@@ -171,14 +172,22 @@ def main(argv: list[str] | None = None) -> int:
                       f"mean IoU vs GT {plain_quality:.3f}")
         ours_quality = np.mean([iou(m[0].mask, gt == label) for (label, _), m in zip(boxes, ours)])
         agree = np.mean([iou(a[0].mask, b) for a, b in zip(ours, plain_masks)])
-        o_boxes = row(f"{len(boxes)} boxes after encoding", "qpsam onnx, batched + low-res", o,
+        o_boxes = row(f"{len(boxes)} boxes after encoding", "qpsam onnx, batched + box windows", o,
                       f"mean IoU vs GT {ours_quality:.3f}; vs plain {agree:.3f}")
         s, _ = timed(lambda: [engine.predict([p]) for p in prompts], 1)
-        row(f"{len(boxes)} boxes after encoding", "qpsam onnx, looped + low-res", s)
+        row(f"{len(boxes)} boxes after encoding", "qpsam onnx, looped + box windows", s)
+
+        def batched_grid() -> np.ndarray:
+            coords, labels = _encode_prompts(prompts, True)
+            low, _ = engine.decode(coords, labels, channels=slice(0, 1))
+            return masks_from_lowres(low[:, 0], engine.frame())
+
+        s, _ = timed(batched_grid, args.repeat)
+        row(f"{len(boxes)} boxes after encoding", "qpsam onnx, batched, whole 256 grid", s)
 
         def batched_full() -> list[np.ndarray]:
             coords, labels = _encode_prompts(prompts, True)
-            low, _ = engine.decode(coords, labels)
+            low, _ = engine.decode(coords, labels, channels=slice(0, 1))
             frame = engine.frame()
             h, w = frame.original
             return [upsample_roi(low[i, 0], frame, 0, h, 0, w) > 0 for i in range(len(prompts))]

@@ -8,7 +8,6 @@ architecture's own random initialisation, which tests the plumbing and claims no
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest

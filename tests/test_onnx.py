@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qpsam.cli import main
 from qpsam.engines import (
     AutomaskParams,
     EmbeddingCache,
@@ -173,6 +174,49 @@ def test_automask_parameters(onnx_engine, nuclei):
     assert onnx_engine.image_shape == crop.shape
 
 
+def test_box_masks_in_windows_equal_the_whole_grid_and_fall_back_at_the_edge(onnx_engine, nuclei):
+    """Box prompts are upscaled only around their boxes; the masks equal those of the whole 256x256 grid, and a
+    window too small for its mask (here: the box itself) is redone over the whole grid."""
+    from qpsam.engines.lowres import masks_from_lowres
+    from qpsam.engines.onnx_sam import OUTSIDE_LOGIT
+
+    image, gt = nuclei
+    prompts = [Prompt(box=b) for _, b in _gt_boxes(gt)[:40]]
+    onnx_engine.set_image(image)
+    coords = np.array([[b.box[:2], b.box[2:]] for b in prompts], dtype=np.float32)
+    labels = np.tile(np.array([[2.0, 3.0]], dtype=np.float32), (len(prompts), 1))
+    low, _ = onnx_engine.decode(coords, labels, channels=slice(0, 1))
+    whole = masks_from_lowres(low[:, 0], onnx_engine.frame())
+    saved = onnx_engine.window_margin, onnx_engine.window_min_tokens
+    try:
+        for margin, minimum in ((1.0, 3), (0.0, 0)):
+            onnx_engine.window_margin, onnx_engine.window_min_tokens = margin, minimum
+            before = onnx_engine.window_fallbacks
+            windowed = onnx_engine.predict(prompts)
+            redone = onnx_engine.window_fallbacks - before
+            assert all(np.array_equal(m[0].mask, w) for m, w in zip(windowed, whole)), (margin, minimum)
+            if minimum:
+                assert redone < len(prompts) // 4  # most nuclei fit their window
+                assert min(float((m[0].logits == OUTSIDE_LOGIT).mean()) for m in windowed) > 0.5
+            else:
+                assert redone >= len(prompts) // 2  # a nucleus mask reaches past its own box
+    finally:
+        onnx_engine.window_margin, onnx_engine.window_min_tokens = saved
+
+
+def test_box_windows_hold_their_boxes_inside_the_grid():
+    from qpsam.engines.onnx_sam import box_windows
+
+    boxes = np.array([[0, 0, 10, 10], [1000, 1000, 1024, 1024], [100, 200, 180, 230], [0, 0, 1024, 1024]], float)
+    row0, col0, height, width = box_windows(boxes[:3])
+    assert (height, width) == (9, 16)  # the 80x30 box: 5 + 5 + 5 tokens wide, 2 + 3 + 3 high (+ rounding)
+    for (x1, y1, x2, y2), r, c in zip(boxes[:3], row0, col0):
+        assert 0 <= r and r + height <= 64 and 0 <= c and c + width <= 64
+        assert r * 16 <= y1 and y2 <= (r + height) * 16 and c * 16 <= x1 and x2 <= (c + width) * 16
+    assert box_windows(boxes)[2:] == (64, 64)  # a box over the whole image: the whole grid
+    assert box_windows(np.array([[1024.0, 1024.0, 1024.0, 1024.0]]), 0.0, 0)[2:] == (1, 1)
+
+
 # ------------------------------------------------------------------------------------ low-resolution maths
 
 
@@ -221,7 +265,7 @@ def test_second_load_reuses_the_checked_files(onnx_engine, weights_copy):
     assert {p.name: p.stat().st_mtime_ns for p in again.files.folder.iterdir()} == before
     manifest = json.loads((again.files.folder / "manifest.json").read_text())
     assert manifest["weights_sha256"] == again.weights_sha256
-    assert set(manifest["files"]) == {"encoder.onnx", "decoder.onnx"}
+    assert set(manifest["files"]) == {"encoder.onnx", "decoder.onnx", "upscale.onnx"}
 
 
 def test_corrupt_cached_onnx_is_detected_and_rebuilt(onnx_engine, weights_copy, nuclei):
@@ -312,3 +356,27 @@ def test_cache_on_disk_round_trip(onnx_engine, weights_copy, nuclei, tmp_path):
     assert np.array_equal(other.predict([prompt])[0][0].mask, first.mask)
     with pytest.raises(ModelError, match="no image set"):
         load_engine("vit_t", weights_copy, device="cpu", engine="onnx", cache=False).predict([prompt])
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def test_detect_cli_with_the_onnx_engine_equals_torch(weights_copy, onnx_engine, nuclei, tmp_path, capsys):
+    """``qpsam detect --engine onnx`` writes the same objects as ``--engine torch``; asking onnx for SAM2 fails
+    with the reason and leaves the project as it was."""
+    from test_jobs_project import make_project, objects_of
+
+    projects = {kind: make_project(tmp_path / kind, nuclei, n_prompts=4) for kind in ("onnx", "torch")}
+    for kind, project in projects.items():
+        code = main(["detect", str(project), "--model", "vit_t", "--weights", str(weights_copy), "--engine", kind,
+                     "--device", "cpu"])
+        assert code == 0, capsys.readouterr()
+    ours, ref = (objects_of(projects[k])["crop0.tif"] for k in ("onnx", "torch"))
+    assert len(ours) == len(ref) == 4
+    for a in ours:
+        best = max(ref, key=lambda b: a.geometry.intersection(b.geometry).area / a.geometry.union(b.geometry).area)
+        assert a.geometry.intersection(best.geometry).area / a.geometry.union(best.geometry).area >= 0.97
+    before = (projects["onnx"] / "data" / "1" / "data.qpdata").read_bytes()
+    assert main(["detect", str(projects["onnx"]), "--model", "sam2_t", "--engine", "onnx"]) != 0
+    assert "onnx engine runs SAM1-family models" in capsys.readouterr().err
+    assert (projects["onnx"] / "data" / "1" / "data.qpdata").read_bytes() == before

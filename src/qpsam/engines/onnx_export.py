@@ -11,8 +11,12 @@ Graphs:
 * encoder: ``image`` (1, 3, 1024, 1024) float32, normalised and zero-padded as SAM's ``preprocess`` does ->
   ``embeddings`` (1, 256, 64, 64).
 * decoder: ``embeddings``, ``point_coords`` (N, P, 2) in the 1024 frame, ``point_labels`` (N, P) float (-1 pad,
-  0 background, 1 foreground, 2/3 box corners) -> ``low_res_masks`` (N, 4, 256, 256) logits and ``iou`` (N, 4).
-  No mask input and no upsampling: masks are upsampled in numpy, only where needed (:mod:`.lowres`).
+  0 background, 1 foreground, 2/3 box corners) -> ``keys`` (N, 4096, 256) image tokens after the two-way
+  transformer, ``hyper`` (N, 4, 32) and ``iou`` (N, 4). No mask input.
+* upscale: ``keys`` (N, R, 256) for any R tokens and ``hyper`` -> ``logits`` (N, R, 2, 2, 2, 2, 4): the
+  low-resolution (256x256) logits of those tokens' 4x4 pixels. The upscaling is per token, so a box prompt
+  needs it only around its box; masks are then upsampled to the image in numpy, only where needed
+  (:mod:`.lowres`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from ..errors import ModelError
 __all__ = ["FORMAT", "OnnxFiles", "check_folder", "ensure_onnx", "export_onnx", "onnx_folders"]
 
 # Bump when the graphs' inputs or outputs change: older folders are then rebuilt.
-FORMAT = 2
+FORMAT = 3
 OPSET = 17
 IMG_SIZE = 1024
 
@@ -47,7 +51,12 @@ class OnnxFiles:
     folder: Path
     encoder: Path
     decoder: Path
+    upscale: Path
     rebuilt: bool  # exported by this call (first use, changed weights or a damaged folder)
+
+
+def _files(folder: Path, rebuilt: bool) -> OnnxFiles:
+    return OnnxFiles(folder, folder / "encoder.onnx", folder / "decoder.onnx", folder / "upscale.onnx", rebuilt)
 
 
 def onnx_folders(model_type: str, weights: Path, sha256: str) -> list[Path]:
@@ -96,7 +105,7 @@ def check_folder(folder: Path, model_type: str, sha256: str) -> str | None:
         return f"format {data.get('format')} for {data.get('model_type')}, need {FORMAT} for {model_type}"
     if data.get("weights_sha256") != sha256:
         return "exported from other weights"
-    for name in ("encoder.onnx", "decoder.onnx"):
+    for name in ("encoder.onnx", "decoder.onnx", "upscale.onnx"):
         if name not in files:
             return f"manifest lacks {name}"
     for name, meta in files.items():
@@ -119,7 +128,7 @@ def ensure_onnx(
     if not rebuild:
         for folder in folders:
             if folder.is_dir() and check_folder(folder, model_type, sha256) is None:
-                return OnnxFiles(folder, folder / "encoder.onnx", folder / "decoder.onnx", rebuilt=False)
+                return _files(folder, rebuilt=False)
     errors = []
     for folder in folders:
         try:
@@ -138,7 +147,7 @@ def ensure_onnx(
                 folder.parent.rmdir()  # only when empty: a failed first export leaves nothing behind
             except OSError:
                 pass
-        return OnnxFiles(folder, folder / "encoder.onnx", folder / "decoder.onnx", rebuilt=True)
+        return _files(folder, rebuilt=True)
     raise ModelError(f"cannot write ONNX files for {weights} anywhere: {'; '.join(errors)}")
 
 
@@ -206,7 +215,9 @@ def _decoder_module(model: Any) -> Any:
         probs = torch.softmax(logits.reshape(n, length, heads, t), dim=-1).reshape(n, length, heads * t)
         vh = attn.v_proj(v).reshape(n, t, heads, d).transpose(1, 2)
         w_out = attn.out_proj.weight.reshape(c, heads, d).permute(1, 2, 0)  # (H, d, C)
-        return probs @ (vh @ w_out).reshape(n, heads * t, c) + attn.out_proj.bias
+        # each head's probabilities sum to 1, so a row of probs sums to H: the output bias rides in the product
+        # (one pass over the N x 4096 x 256 result fewer)
+        return probs @ ((vh @ w_out).reshape(n, heads * t, c) + attn.out_proj.bias / heads)
 
     def block(layer: Any, queries: Any, keys: Any, query_pe: Any, key_pe: Any) -> tuple[Any, Any]:
         if layer.skip_first_layer_pe:
@@ -215,32 +226,20 @@ def _decoder_module(model: Any) -> Any:
             q = queries + query_pe
             queries = queries + layer.self_attn(q=q, k=q, v=queries)
         queries = layer.norm1(queries)
+        positioned = keys + key_pe  # once for both cross attentions
         queries = layer.norm2(queries + token_to_image(layer.cross_attn_token_to_image, queries + query_pe,
-                                                       keys + key_pe, keys))
+                                                       positioned, keys))
         queries = layer.norm3(queries + layer.mlp(queries))
-        keys = layer.norm4(keys + image_to_token(layer.cross_attn_image_to_token, keys + key_pe,
+        keys = layer.norm4(keys + image_to_token(layer.cross_attn_image_to_token, positioned,
                                                  queries + query_pe, queries))
         return queries, keys
 
-    def upscale(layers: Any, keys: Any, hyper: Any) -> Any:
-        """``output_upscaling`` then the hypernetwork product, channels last: each 2x2 transposed convolution
-        (stride 2) is one matrix product per pixel, and every step after it is per pixel too, so the pixels
-        stay in (pixel, 2x2, 2x2) order and only the K masks are rearranged at the end."""
-        conv1, norm, act1, conv2, act2 = layers
-        n = keys.shape[0]
-        c1, c2 = conv1.out_channels, conv2.out_channels
-        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * c1)
-        x = (keys @ w1).reshape(n, -1, c1) + conv1.bias
-        x = act1(torch.nn.functional.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
-        w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
-        x = act2((x @ w2).reshape(n, -1, c2) + conv2.bias)
-        return x @ hyper.transpose(1, 2)
-
-    class LowResDecoder(SamOnnxModel):
-        """SamOnnxModel's point embedding, no mask input, no upsampling; all four masks and scores."""
+    class TokenDecoder(SamOnnxModel):
+        """SamOnnxModel's point embedding and the two-way transformer, without mask input or upscaling: the
+        image tokens after the transformer (N, L, C), the hypernetwork outputs (N, K, C') and the IoU scores."""
 
         @torch.no_grad()
-        def forward(self, embeddings: Any, point_coords: Any, point_labels: Any) -> tuple[Any, Any]:  # type: ignore[override]
+        def forward(self, embeddings: Any, point_coords: Any, point_labels: Any) -> tuple[Any, Any, Any]:  # type: ignore[override]
             prompt_encoder = self.model.prompt_encoder
             decoder = self.model.mask_decoder
             sparse = self._embed_points(point_coords, point_labels)
@@ -248,7 +247,6 @@ def _decoder_module(model: Any) -> Any:
             output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
             tokens = torch.cat([output_tokens.unsqueeze(0).expand(n, -1, -1), sparse], dim=1)
             dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-            _, _, h, w = embeddings.shape
             keys = (embeddings + dense).flatten(2).transpose(1, 2)  # (1, L, C): shared until layer 0 ends
             pos = prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2)
             transformer = decoder.transformer
@@ -260,12 +258,40 @@ def _decoder_module(model: Any) -> Any:
             hyper = torch.stack(
                 [mlp(queries[:, 1 + i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
             )
-            masks = upscale(decoder.output_upscaling, keys, hyper)  # (N, L * 16, K)
-            k = masks.shape[-1]
-            masks = masks.reshape(n, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
-            return masks.reshape(n, k, 4 * h, 4 * w), decoder.iou_prediction_head(queries[:, 0])
+            return keys, hyper, decoder.iou_prediction_head(queries[:, 0])
 
-    return LowResDecoder(model, return_single_mask=False).eval()
+    return TokenDecoder(model, return_single_mask=False).eval()
+
+
+def _upscale_module(model: Any) -> Any:
+    """SAM's ``output_upscaling`` and hypernetwork product for any set of image tokens, channels last.
+
+    Each 2x2 transposed convolution (stride 2) is one matrix product per token, and every step after it (layer
+    norm, GELU) is per pixel too, so tokens are independent: the graph takes ``keys`` (N, R, C) for R tokens of
+    the 64x64 grid (all of them, or only those around a box) and returns ``logits`` (N, R, 2, 2, 2, 2, K): the
+    4x4 low-resolution pixels of each token in (row, column, row, column) subpixel order, for each of K masks.
+    """
+    import torch
+
+    class Upscale(torch.nn.Module):
+        def __init__(self, layers: Any) -> None:
+            super().__init__()
+            self.layers = layers  # a submodule, so that tracing sees its weights as parameters
+
+        @torch.no_grad()
+        def forward(self, keys: Any, hyper: Any) -> Any:
+            conv1, norm, act1, conv2, act2 = self.layers
+            n, r, _ = keys.shape
+            c1, c2 = conv1.out_channels, conv2.out_channels
+            w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * c1)
+            x = (keys @ w1).reshape(n, -1, c1) + conv1.bias
+            x = act1(torch.nn.functional.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
+            w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
+            x = act2((x @ w2).reshape(n, -1, c2) + conv2.bias)
+            masks = x @ hyper.transpose(1, 2)  # (N, R * 16, K) in (token, a, b, a2, b2) order
+            return masks.reshape(n, r, 2, 2, 2, 2, hyper.shape[1])
+
+    return Upscale(model.mask_decoder.output_upscaling).eval()
 
 
 class _Encoder:
@@ -338,12 +364,27 @@ def export_onnx(model_type: str, weights: Path, sha256: str, folder: Path, progr
         (embeddings, coords, labels),
         folder / "decoder.onnx",
         ["embeddings", "point_coords", "point_labels"],
-        ["low_res_masks", "iou"],
+        ["keys", "hyper", "iou"],
         {
             "point_coords": {0: "prompts", 1: "points"},
             "point_labels": {0: "prompts", 1: "points"},
-            "low_res_masks": {0: "prompts"},
+            "keys": {0: "prompts"},
+            "hyper": {0: "prompts"},
             "iou": {0: "prompts"},
+        },
+    )
+    tokens = torch.zeros(2, 5, model.prompt_encoder.embed_dim)
+    hyper = torch.zeros(2, model.mask_decoder.num_mask_tokens, model.mask_decoder.transformer_dim // 8)
+    _export(
+        _upscale_module(model),
+        (tokens, hyper),
+        folder / "upscale.onnx",
+        ["keys", "hyper"],
+        ["logits"],
+        {
+            "keys": {0: "prompts", 1: "tokens"},
+            "hyper": {0: "prompts", 1: "masks"},
+            "logits": {0: "prompts", 1: "tokens", 6: "masks"},
         },
     )
     files = {

@@ -23,7 +23,7 @@ from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
 from .lowres import PAD, Frame, masks_from_lowres, upsample_roi
 from .onnx_export import OnnxFiles, ensure_onnx
 
-__all__ = ["OnnxSamEngine", "default_threads", "onnxruntime_available"]
+__all__ = ["OUTSIDE_LOGIT", "OnnxSamEngine", "box_windows", "default_threads", "onnxruntime_available"]
 
 Progress = Callable[[int, int], None]
 
@@ -98,10 +98,10 @@ class OnnxSamEngine:
         self.threads = max(1, int(threads)) if threads else default_threads()
         self.files: OnnxFiles = ensure_onnx(info.type, self.weights_path, self.weights_sha256, progress)
         try:
-            self._encoder, self._decoder = self._sessions(ort)
+            self._encoder, self._decoder, self._upscale = self._sessions(ort)
         except Exception:  # noqa: BLE001 - checked files that ORT cannot load: export again, once
             self.files = ensure_onnx(info.type, self.weights_path, self.weights_sha256, progress, rebuild=True)
-            self._encoder, self._decoder = self._sessions(ort)
+            self._encoder, self._decoder, self._upscale = self._sessions(ort)
         from .torch_sam import default_cache
 
         # an empty EmbeddingCache is falsy (it has a length): test identity, not truth
@@ -111,6 +111,11 @@ class OnnxSamEngine:
             self.cache = cache if isinstance(cache, EmbeddingCache) else None
         self.max_batch = max(1, int(max_batch)) if max_batch else _DEFAULT_BATCH
         self.mask_threshold = 0.0
+        # box prompts: masks computed in a window of the box grown by this fraction of its size (at least this
+        # many 16-pixel tokens of the 1024 frame) on each side; masks reaching the window's edge are redone whole
+        self.window_margin = 1.0
+        self.window_min_tokens = 3
+        self.window_fallbacks = 0
         self.lock = threading.RLock()
         self.encoder_runs = 0
         self.last_from_cache = False
@@ -120,14 +125,16 @@ class OnnxSamEngine:
     def __repr__(self) -> str:
         return f"OnnxSamEngine({self.model_type!r}, weights={str(self.weights_path)!r}, threads={self.threads})"
 
-    def _sessions(self, ort: Any) -> tuple[Any, Any]:
+    def _sessions(self, ort: Any) -> tuple[Any, Any, Any]:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        make = lambda path: ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
-        return make(self.files.encoder), make(self.files.decoder)
+        def make(path: Path) -> Any:
+            return ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
+
+        return make(self.files.encoder), make(self.files.decoder), make(self.files.upscale)
 
     # ----------------------------------------------------------------------------------------------- image
 
@@ -164,9 +171,20 @@ class OnnxSamEngine:
             raise ModelError(f"{self.model_type}: no image set; call set_image(image) before predict")
         return self._features, self._frame
 
-    def decode(self, coords: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Low-resolution logits (N, 4, 256, 256) and predicted IoU (N, 4) for prompts in image pixels
-        (``coords`` (N, P, 2), ``labels`` (N, P) as SAM's prompt encoder takes them), in chunks."""
+    def decode(
+        self,
+        coords: np.ndarray,
+        labels: np.ndarray,
+        boxes: np.ndarray | None = None,
+        channels: slice = slice(None),
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Low-resolution logits (N, K, 256, 256) and predicted IoU (N, K) for prompts in image pixels
+        (``coords`` (N, P, 2), ``labels`` (N, P) as SAM's prompt encoder takes them), in chunks; ``channels``
+        picks the masks (0: single, 1-3: multimask).
+
+        With ``boxes`` (N, 4, image pixels) the masks are computed only in a window around each box (see
+        :func:`box_windows`) and left at a low constant outside it; a mask that reaches the window's edge is
+        computed over the whole image instead, so the window never cuts a mask that grows past it."""
         features, frame = self._require_image()
         scale = np.array(
             [frame.resized[1] / frame.original[1], frame.resized[0] / frame.original[0]], dtype=np.float32
@@ -175,19 +193,47 @@ class OnnxSamEngine:
         labels = np.asarray(labels, dtype=np.float32)
         lows, ious = [], []
         for start in range(0, coords.shape[0], self.max_batch):
-            low, iou = self._decoder.run(
-                None,
-                {
-                    "embeddings": features,
-                    "point_coords": coords[start : start + self.max_batch],
-                    "point_labels": labels[start : start + self.max_batch],
-                },
+            chunk = slice(start, start + self.max_batch)
+            keys, hyper, iou = self._decoder.run(
+                None, {"embeddings": features, "point_coords": coords[chunk], "point_labels": labels[chunk]}
             )
+            hyper, iou = np.ascontiguousarray(hyper[:, channels]), iou[:, channels]
+            if boxes is None:
+                low = self._upscale_all(keys, hyper)
+            else:
+                low = self._upscale_windows(keys, hyper, np.asarray(boxes, np.float64)[chunk] * np.tile(scale, 2))
             lows.append(low)
             ious.append(iou)
         if len(lows) == 1:
             return lows[0], ious[0]
         return np.concatenate(lows), np.concatenate(ious)
+
+    def _upscale_all(self, keys: np.ndarray, hyper: np.ndarray) -> np.ndarray:
+        (logits,) = self._upscale.run(None, {"keys": keys, "hyper": hyper})
+        return _to_grid(logits, _GRID, _GRID)
+
+    def _upscale_windows(self, keys: np.ndarray, hyper: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Logits inside each prompt's window (one window size per call), the whole grid where a mask reaches
+        the edge of its window."""
+        n, k = hyper.shape[:2]
+        row0, col0, height, width = box_windows(boxes, self.window_margin, self.window_min_tokens)
+        index = (row0[:, None, None] + np.arange(height)[None, :, None]) * _GRID + (
+            col0[:, None, None] + np.arange(width)[None, None, :]
+        )
+        picked = np.take_along_axis(keys, index.reshape(n, -1, 1), axis=1)
+        (logits,) = self._upscale.run(None, {"keys": picked, "hyper": hyper})
+        window = _to_grid(logits, height, width)  # (N, K, 4h, 4w)
+        low = np.full((n, k, _LOW, _LOW), OUTSIDE_LOGIT, dtype=np.float32)
+        redo = []
+        for i in range(n):
+            r0, c0 = int(row0[i]), int(col0[i])
+            low[i, :, 4 * r0 : 4 * (r0 + height), 4 * c0 : 4 * (c0 + width)] = window[i]
+            if _reaches_edge(window[i], r0, r0 + height, c0, c0 + width, self.mask_threshold):
+                redo.append(i)
+        if redo:
+            self.window_fallbacks += len(redo)
+            low[redo] = self._upscale_all(np.ascontiguousarray(keys[redo]), hyper[redo])
+        return low
 
     # -------------------------------------------------------------------------------------------- prompts
 
@@ -208,11 +254,11 @@ class OnnxSamEngine:
             groups: dict[tuple[bool, int], list[int]] = {}
             for i, prompt in enumerate(prompts):
                 groups.setdefault((prompt.box is not None, len(prompt.points)), []).append(i)
+            channels = slice(1, None) if output.multimask else slice(0, 1)
             for (has_box, _), indices in groups.items():
                 coords, labels = _encode_prompts([prompts[i] for i in indices], has_box)
-                low, iou = self.decode(coords, labels)
-                first = 1 if output.multimask else 0
-                low, iou = low[:, first : 1 if first == 0 else None], iou[:, first : 1 if first == 0 else None]
+                boxes = np.array([prompts[i].box for i in indices], dtype=np.float64) if has_box else None
+                low, iou = self.decode(coords, labels, boxes, channels)
                 for row, index in enumerate(indices):
                     results[index] = self._select(low[row], iou[row], index, frame, output)
         return results
@@ -235,9 +281,7 @@ class OnnxSamEngine:
         pts = np.asarray(points, dtype=np.float32).reshape(-1, 1, 2)
         coords = np.concatenate([pts, np.zeros_like(pts)], axis=1)  # SAM pads lone points with a "not a point"
         labels = np.tile(np.array([[1.0, -1.0]], dtype=np.float32), (pts.shape[0], 1))
-        low, iou = self.decode(coords, labels)
-        sl = slice(1, None) if multimask else slice(0, 1)
-        return low[:, sl], iou[:, sl]
+        return self.decode(coords, labels, channels=slice(1, None) if multimask else slice(0, 1))
 
     def decode_points(self, points: np.ndarray, multimask: bool) -> tuple[Any, Any]:
         """Full-size logits (N, K, H, W) and IoU (N, K) as torch tensors, for :func:`.automask.generate_masks`."""
@@ -264,6 +308,47 @@ class OnnxSamEngine:
     def frame(self) -> Frame:
         """The current image's geometry (for the low-resolution automask)."""
         return self._require_image()[1]
+
+
+_GRID = PAD // 16  # image tokens per side
+_LOW = 4 * _GRID  # low-resolution mask side
+OUTSIDE_LOGIT = -32.0  # logits outside a box's window: far below any threshold, sane as a mask input
+
+
+def box_windows(
+    boxes: np.ndarray, margin: float = 1.0, minimum: int = 3
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Token windows ``row0, col0, height, width`` around XYXY ``boxes`` in the 1024 frame: each box grown by
+    ``margin`` times its size (at least ``minimum`` tokens) on every side, all of one size (the largest, so that
+    a batch is one array), shifted to stay inside the 64x64 grid."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / 16.0
+    size = np.maximum(b[:, 2:] - b[:, :2], 0.0)
+    grow = np.maximum(float(minimum), np.ceil(margin * size))
+    lo = np.floor(b[:, :2] - grow).astype(np.int64)
+    hi = np.ceil(b[:, 2:] + grow).astype(np.int64)
+    lo = np.clip(lo, 0, _GRID - 1)
+    hi = np.maximum(np.clip(hi, 0, _GRID), lo + 1)
+    extent = np.minimum(np.max(hi - lo, axis=0), _GRID)  # (width, height)
+    lo = np.clip(np.minimum(lo, _GRID - extent), 0, None)
+    return lo[:, 1], lo[:, 0], int(extent[1]), int(extent[0])
+
+
+def _to_grid(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(N, R, 2, 2, 2, 2, K) per-token logits of an ``height`` x ``width`` token window -> (N, K, 4h, 4w)."""
+    n, k = logits.shape[0], logits.shape[-1]
+    grid = logits.reshape(n, height, width, 2, 2, 2, 2, k).transpose(0, 7, 1, 3, 5, 2, 4, 6)
+    return np.ascontiguousarray(grid.reshape(n, k, 4 * height, 4 * width))
+
+
+def _reaches_edge(window: np.ndarray, r0: int, r1: int, c0: int, c1: int, threshold: float) -> bool:
+    """Whether a mask in ``window`` (K, 4h, 4w) is above ``threshold`` on a window edge inside the image grid."""
+    above = window > threshold
+    return bool(
+        (r0 > 0 and above[:, :4].any())
+        or (r1 < _GRID and above[:, -4:].any())
+        or (c0 > 0 and above[:, :, :4].any())
+        or (c1 < _GRID and above[:, :, -4:].any())
+    )
 
 
 def preprocess(rgb: np.ndarray, frame: Frame) -> np.ndarray:
