@@ -176,7 +176,8 @@ def _move_into_place(staging: Path, folder: Path, model_type: str, sha256: str) 
 
 
 def _decoder_module(model: Any) -> Any:
-    """The prompt encoder + mask decoder as one traceable module, built on segment-anything's SamOnnxModel.
+    """The prompt encoder + the mask decoder's transformer as one traceable module, built on segment-anything's
+    SamOnnxModel (the upscaling is :func:`_upscale_module`, run per token where it is needed).
 
     The two-way transformer is rewritten with the attention projections of the 4096 image tokens folded into
     the few prompt tokens (``(x W_k) q = x (W_k q)``, and likewise for values and outputs): the same function,
