@@ -45,6 +45,20 @@ def _amg() -> Any:
     return amg
 
 
+def _crop_plan(height: int, width: int, params: AutomaskParams) -> tuple[list[Any], list[int], list[np.ndarray], int]:
+    """SAM's crop boxes and their layers, each layer's point grid (0-1), and the decoder batches in all."""
+    amg = _amg()
+    crop_boxes, layer_idxs = amg.generate_crop_boxes(
+        (height, width), int(params.crop_n_layers), float(params.crop_overlap_ratio)
+    )
+    grids = amg.build_all_layer_point_grids(
+        int(params.points_per_side), int(params.crop_n_layers), int(params.crop_n_points_downscale_factor)
+    )
+    per_batch = int(params.points_per_batch)
+    total = sum(math.ceil(len(grids[layer]) / per_batch) for layer in layer_idxs)
+    return crop_boxes, layer_idxs, grids, total
+
+
 def generate_masks(
     backend: AutomaskBackend,
     image: np.ndarray,
@@ -60,14 +74,8 @@ def generate_masks(
     height, width = image.shape[:2]
     output = params.output
     multimask = output.multimask
-    crop_boxes, layer_idxs = amg.generate_crop_boxes(
-        (height, width), int(params.crop_n_layers), float(params.crop_overlap_ratio)
-    )
-    grids = amg.build_all_layer_point_grids(
-        int(params.points_per_side), int(params.crop_n_layers), int(params.crop_n_points_downscale_factor)
-    )
+    crop_boxes, layer_idxs, grids, total = _crop_plan(height, width, params)
     per_batch = int(params.points_per_batch)
-    total = sum(math.ceil(len(grids[layer]) / per_batch) for layer in layer_idxs)
     done = 0
     if progress:
         progress(0, total)
@@ -273,14 +281,8 @@ def generate_masks_lowres(
     image = to_rgb8(image)
     height, width = image.shape[:2]
     output = params.output
-    crop_boxes, layer_idxs = amg.generate_crop_boxes(
-        (height, width), int(params.crop_n_layers), float(params.crop_overlap_ratio)
-    )
-    grids = amg.build_all_layer_point_grids(
-        int(params.points_per_side), int(params.crop_n_layers), int(params.crop_n_points_downscale_factor)
-    )
+    crop_boxes, layer_idxs, grids, total = _crop_plan(height, width, params)
     per_batch = int(params.points_per_batch)
-    total = sum(math.ceil(len(grids[layer]) / per_batch) for layer in layer_idxs)
     done = 0
     if progress:
         progress(0, total)
