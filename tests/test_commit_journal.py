@@ -76,10 +76,8 @@ def test_killed_between_save_and_history_resumes_without_duplicates(tmp_path, mo
     assert pending(project) == []
 
 
-def test_killed_before_the_save_runs_the_image_again(tmp_path, monkeypatch) -> None:
-    project = make_project(tmp_path)
-    made = [PathObject(box(30, 30, 40, 40), path_class=CELL)]
-    calls: list[int] = []
+def killed_at_save(project: Path, made: list[PathObject], calls: list[int], monkeypatch) -> None:
+    """Run the job and kill it as it starts to save the image's data.qpdata."""
     with open_project(project, "r", backend="native") as p:
         entry_class = type(p.images[0])
 
@@ -90,6 +88,13 @@ def test_killed_before_the_save_runs_the_image_again(tmp_path, monkeypatch) -> N
         m.setattr(entry_class, "save", die)
         with pytest.raises(Killed):
             run(project, made, calls, resume=False)
+
+
+def test_killed_before_the_save_runs_the_image_again(tmp_path, monkeypatch) -> None:
+    project = make_project(tmp_path)
+    made = [PathObject(box(30, 30, 40, 40), path_class=CELL)]
+    calls: list[int] = []
+    killed_at_save(project, made, calls, monkeypatch)
     assert len(found(project)) == 1  # nothing reached data.qpdata
     assert len(pending(project)) == 1
 
@@ -108,16 +113,7 @@ def test_a_torn_journal_counts_as_not_done(tmp_path, monkeypatch) -> None:
     project = make_project(tmp_path)
     made = [PathObject(box(30, 30, 40, 40), path_class=CELL)]
     calls: list[int] = []
-    with open_project(project, "r", backend="native") as p:
-        entry_class = type(p.images[0])
-
-    def die(self):
-        raise Killed()
-
-    with monkeypatch.context() as m:
-        m.setattr(entry_class, "save", die)
-        with pytest.raises(Killed):
-            run(project, made, calls, resume=False)
+    killed_at_save(project, made, calls, monkeypatch)
     [journal] = pending(project)
     journal.write_text('{"added": ["')  # killed while the journal itself was written
 
