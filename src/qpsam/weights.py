@@ -44,6 +44,7 @@ __all__ = [
     "remove_weights",
     "download",
     "file_sha256",
+    "file_sha256_cached",
     "verify_file",
     "packaged_weights",
     "resolve_weights",
@@ -317,7 +318,7 @@ def verify_file(path: str | os.PathLike[str], sha256: str | None = None, size: i
         kind = "truncated" if actual < size else "too large"
         raise WeightsError(f"weights file {path} is {kind}: {actual} bytes, expected {size}")
     if sha256 is not None:
-        digest = _hash_cached(path)
+        digest = file_sha256_cached(path)
         if digest != sha256.lower():
             raise WeightsError(f"weights file {path} fails its checksum: SHA-256 {digest}, expected {sha256}")
 
@@ -326,7 +327,8 @@ _HASHES: dict[tuple[str, int, int], str] = {}
 _HASH_LOCK = threading.Lock()
 
 
-def _hash_cached(path: Path) -> str:
+def file_sha256_cached(path: Path) -> str:
+    """:func:`file_sha256`, remembered per (path, size, mtime) in this process (large weights are GBs)."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     with _HASH_LOCK:
@@ -348,7 +350,7 @@ def weights_sha256(path: str | os.PathLike[str]) -> str:
                 return record.sha256
         except OSError:
             continue
-    return _hash_cached(path)
+    return file_sha256_cached(path)
 
 
 # ---------------------------------------------------------------------------------------------------- downloads

@@ -21,11 +21,9 @@ Graphs:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
+from ..weights import file_sha256_cached
 
 __all__ = ["FORMAT", "OnnxFiles", "check_folder", "ensure_onnx", "export_onnx", "onnx_folders"]
 
@@ -70,27 +69,6 @@ def onnx_folders(model_type: str, weights: Path, sha256: str) -> list[Path]:
     ]
 
 
-_HASHES: dict[tuple[str, int, int], str] = {}
-_HASH_LOCK = threading.Lock()
-
-
-def _sha256(path: Path) -> str:
-    """SHA-256 of a file, remembered per (path, size, mtime) in this process (large encoders are GBs)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    with _HASH_LOCK:
-        if key in _HASHES:
-            return _HASHES[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    value = digest.hexdigest()
-    with _HASH_LOCK:
-        _HASHES[key] = value
-    return value
-
-
 def check_folder(folder: Path, model_type: str, sha256: str) -> str | None:
     """None when ``folder`` holds intact graphs for these weights, else why not (missing, stale or corrupt)."""
     manifest = folder / "manifest.json"
@@ -113,7 +91,7 @@ def check_folder(folder: Path, model_type: str, sha256: str) -> str | None:
         try:
             if path.stat().st_size != int(meta["size"]):
                 return f"{name} has the wrong size"
-            if _sha256(path) != meta["sha256"]:
+            if file_sha256_cached(path) != meta["sha256"]:
                 return f"{name} fails its checksum"
         except (OSError, KeyError, TypeError, ValueError):
             return f"{name} is missing"
@@ -389,7 +367,7 @@ def export_onnx(model_type: str, weights: Path, sha256: str, folder: Path, progr
         },
     )
     files = {
-        p.name: {"sha256": _sha256(p), "size": p.stat().st_size}
+        p.name: {"sha256": file_sha256_cached(p), "size": p.stat().st_size}
         for p in sorted(folder.iterdir())
         if p.is_file() and p.name != "manifest.json"
     }
