@@ -23,7 +23,6 @@ from .base import AutomaskParams, Mask, OutputType, to_rgb8
 __all__ = ["IMAGE_EDGE_TOLERANCE", "AutomaskBackend", "LowResBackend", "generate_masks", "generate_masks_lowres"]
 
 IMAGE_EDGE_TOLERANCE = 20.0
-_DEFAULT_PARAMS = AutomaskParams()
 
 
 class AutomaskBackend(Protocol):
@@ -269,7 +268,7 @@ class _Candidates:
 def generate_masks_lowres(
     backend: LowResBackend,
     image: np.ndarray,
-    params: AutomaskParams = _DEFAULT_PARAMS,
+    params: AutomaskParams = AutomaskParams(),
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Mask]:
     """:func:`generate_masks` on low-resolution logits: filter by predicted IoU first, then compute stability

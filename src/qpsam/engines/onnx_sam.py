@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..weights import check_model_type, resolve_weights, weights_sha256
-from .base import AutomaskParams, Mask, OutputType, Prompt, select_masks, to_rgb8
+from .base import AutomaskParams, Mask, OutputType, Prompt, check_prompts, prompt_batches, select_masks, to_rgb8
 from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
 from .lowres import PAD, Frame, masks_from_lowres, upsample_roi
 from .onnx_export import OnnxFiles, ensure_onnx
@@ -33,7 +33,6 @@ _PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 # Prompts per decoder call. Each prompt carries its own copy of the 256x64x64 embedding through the decoder, so
 # on a CPU the cost per prompt rises again past a few dozen (memory traffic); measured on the nuclei image.
 _DEFAULT_BATCH = 32
-_DEFAULT_PARAMS = AutomaskParams()
 
 
 def onnxruntime_available() -> bool:
@@ -242,20 +241,15 @@ class OnnxSamEngine:
     ) -> list[list[Mask]]:
         """Masks for each prompt on the current image, reduced by ``output``; batched by prompt shape."""
         output = OutputType.parse(output)
-        prompts = list(prompts)
-        for i, prompt in enumerate(prompts):
-            if not isinstance(prompt, Prompt):
-                raise ModelError(f"prompt {i} is a {type(prompt).__name__}, not a qpsam Prompt")
+        prompts = check_prompts(prompts)
         results: list[list[Mask]] = [[] for _ in prompts]
         if not prompts:
             return results
         with self.lock:
             _, frame = self._require_image()
-            groups: dict[tuple[bool, int], list[int]] = {}
-            for i, prompt in enumerate(prompts):
-                groups.setdefault((prompt.box is not None, len(prompt.points)), []).append(i)
             channels = slice(1, None) if output.multimask else slice(0, 1)
-            for (has_box, _), indices in groups.items():
+            for indices in prompt_batches(prompts, self.max_batch):
+                has_box = prompts[indices[0]].box is not None
                 coords, labels = _encode_prompts([prompts[i] for i in indices], has_box)
                 boxes = np.array([prompts[i].box for i in indices], dtype=np.float64) if has_box else None
                 low, iou = self.decode(coords, labels, boxes, channels)
@@ -297,7 +291,7 @@ class OnnxSamEngine:
         return torch.from_numpy(full), torch.from_numpy(np.ascontiguousarray(iou))
 
     def automask(
-        self, image: np.ndarray, params: AutomaskParams = _DEFAULT_PARAMS, progress: Progress | None = None
+        self, image: np.ndarray, params: AutomaskParams = AutomaskParams(), progress: Progress | None = None
     ) -> list[Mask]:
         """Segment everything in ``image`` (which becomes the current image), filtering at low resolution."""
         from .automask import generate_masks_lowres
