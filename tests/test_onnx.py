@@ -241,6 +241,21 @@ def test_lowres_upsampling_equals_sams_two_resizes(shape):
     assert np.mean(masks != (ref > 0)) < 1e-3
 
 
+@pytest.mark.parametrize("shape", [(512, 512), (300, 700), (1500, 900)])
+def test_encoder_input_equals_sams_resize_normalise_and_pad(shape, mobile_sam):
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    from qpsam.engines.lowres import Frame
+    from qpsam.engines.onnx_sam import preprocess
+
+    rgb = np.random.default_rng(2).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    resized = ResizeLongestSide(1024).apply_image(rgb)
+    ref = mobile_sam.predictor.model.preprocess(torch.as_tensor(resized).permute(2, 0, 1)[None].float()).numpy()
+    ours = preprocess(rgb, Frame.for_image(*shape))
+    assert ours.shape == ref.shape == (1, 3, 1024, 1024) and ours.dtype == np.float32
+    assert np.abs(ours - ref).max() < 1e-5  # PIL's bilinear resize both ways; zero padding right and below
+
+
 def test_vectorised_nms_equals_torchvision():
     from torchvision.ops import nms as tv_nms
 

@@ -36,7 +36,7 @@ from ..weights import file_sha256_cached
 __all__ = ["FORMAT", "OnnxFiles", "check_folder", "ensure_onnx", "export_onnx", "onnx_folders"]
 
 # Bump when the graphs' inputs or outputs change: older folders are then rebuilt.
-FORMAT = 3
+FORMAT = 4
 OPSET = 17
 IMG_SIZE = 1024
 
@@ -157,42 +157,60 @@ def _decoder_module(model: Any) -> Any:
     """The prompt encoder + the mask decoder's transformer as one traceable module, built on segment-anything's
     SamOnnxModel (the upscaling is :func:`_upscale_module`, run per token where it is needed).
 
-    The two-way transformer is rewritten with the attention projections of the 4096 image tokens folded into
-    the few prompt tokens (``(x W_k) q = x (W_k q)``, and likewise for values and outputs): the same function,
-    with the per-prompt work on image tokens done at the width of ``heads x tokens`` (8 x 7) instead of 128,
-    and the first layer's image-side work done once per call instead of once per prompt.
+    The same function as SAM's two-way transformer, arranged for many prompts on one image:
+
+    * Layer 0 sees the same image tokens for every prompt, so their projections are computed once per call and
+      each prompt only attends (plain attention, with a batch of one on the image side).
+    * From layer 1 on every prompt has its own image tokens. Their projections are folded into the few prompt
+      tokens (``(x W_k) q = x (W_k q)``, likewise values and outputs): per-prompt work on image tokens at the
+      width of ``heads x tokens`` (8 x 7) instead of 128.
+    * The positional encoding is never added to the per-prompt image tokens: its projections are constants of
+      the graph, and its part of the attention logits is added at that narrow width.
     """
     import math
 
     import torch
     from segment_anything.utils.onnx import SamOnnxModel
 
-    def token_to_image(attn: Any, q: Any, k: Any, v: Any) -> Any:
-        """``attn(q=tokens, k=image, v=image)``; the key bias drops out of the softmax."""
+    def heads_of(x: Any, heads: int) -> Any:
+        """(B, L, H * d) -> (B, H, L, d)."""
+        b, length, width = x.shape
+        return x.reshape(b, length, heads, width // heads).transpose(1, 2)
+
+    def token_to_image(attn: Any, q: Any, keys: Any, pos: Any) -> Any:
+        """``attn(q=tokens, k=keys + pos, v=keys)`` for per-prompt ``keys`` (N, L, C) and shared ``pos``; the
+        key bias drops out of the softmax."""
         n, t, _ = q.shape
         heads = attn.num_heads
         d = attn.internal_dim // heads
-        c = k.shape[-1]
-        qh = attn.q_proj(q).reshape(n, t, heads, d).transpose(1, 2)  # (N, H, T, d)
+        c = keys.shape[-1]
+        qh = heads_of(attn.q_proj(q), heads)  # (N, H, T, d)
         folded = (qh @ attn.k_proj.weight.reshape(heads, d, c)).reshape(n, heads * t, c)
-        logits = (folded @ k.transpose(1, 2)) / math.sqrt(d)  # (N, H*T, L)
-        probs = torch.softmax(logits, dim=-1)
-        pv = (probs @ v).reshape(n, heads, t, c)  # rows of probs sum to 1: the value bias is added after
+        pos_k = heads_of(pos @ attn.k_proj.weight.t(), heads)  # (1, H, L, d): a constant of the graph
+        logits = (folded @ keys.transpose(1, 2)).reshape(n, heads, t, -1) + qh @ pos_k.transpose(2, 3)
+        probs = torch.softmax(logits / math.sqrt(d), dim=-1)
+        pv = (probs.reshape(n, heads * t, -1) @ keys).reshape(n, heads, t, c)  # value bias after: rows sum to 1
         out = pv @ attn.v_proj.weight.reshape(heads, d, c).transpose(1, 2) + attn.v_proj.bias.reshape(heads, 1, d)
         return attn.out_proj(out.transpose(1, 2).reshape(n, t, heads * d))
 
-    def image_to_token(attn: Any, q: Any, k: Any, v: Any) -> Any:
-        """``attn(q=image, k=tokens, v=tokens)``."""
+    def image_to_token(attn: Any, keys: Any, pos: Any, k: Any, v: Any) -> Any:
+        """``attn(q=keys + pos, k=tokens, v=tokens)``; ``keys`` shared (1, L, C) or per prompt (N, L, C)."""
         n, t, c = k.shape
         heads = attn.num_heads
         d = attn.internal_dim // heads
-        kh = attn.k_proj(k).reshape(n, t, heads, d).transpose(1, 2)  # (N, H, T, d)
-        folded = (kh @ attn.q_proj.weight.reshape(heads, d, c)).reshape(n, heads * t, c)
-        bias = (kh @ attn.q_proj.bias.reshape(heads, d, 1)).reshape(n, 1, heads * t)
-        logits = (q @ folded.transpose(1, 2) + bias) / math.sqrt(d)  # (N, L, H*T)
+        kh = heads_of(attn.k_proj(k), heads)  # (N, H, T, d)
+        if keys.shape[0] == 1:  # the same image tokens for every prompt: project them once
+            qh = heads_of(attn.q_proj(keys + pos), heads)  # (1, H, L, d)
+            logits = (qh @ kh.transpose(2, 3)).transpose(1, 2)  # (N, L, H, T)
+        else:
+            folded = (kh @ attn.q_proj.weight.reshape(heads, d, c)).reshape(n, heads * t, c)
+            pos_q = heads_of(pos @ attn.q_proj.weight.t() + attn.q_proj.bias, heads)  # constant (1, H, L, d)
+            logits = (keys @ folded.transpose(1, 2)).reshape(n, -1, heads, t) + (
+                pos_q @ kh.transpose(2, 3)
+            ).transpose(1, 2)
         length = logits.shape[1]
-        probs = torch.softmax(logits.reshape(n, length, heads, t), dim=-1).reshape(n, length, heads * t)
-        vh = attn.v_proj(v).reshape(n, t, heads, d).transpose(1, 2)
+        probs = torch.softmax(logits / math.sqrt(d), dim=-1).reshape(n, length, heads * t)
+        vh = heads_of(attn.v_proj(v), heads)
         w_out = attn.out_proj.weight.reshape(c, heads, d).permute(1, 2, 0)  # (H, d, C)
         # each head's probabilities sum to 1, so a row of probs sums to H: the output bias rides in the product
         # (one pass over the N x 4096 x 256 result fewer)
@@ -205,11 +223,14 @@ def _decoder_module(model: Any) -> Any:
             q = queries + query_pe
             queries = queries + layer.self_attn(q=q, k=q, v=queries)
         queries = layer.norm1(queries)
-        positioned = keys + key_pe  # once for both cross attentions
-        queries = layer.norm2(queries + token_to_image(layer.cross_attn_token_to_image, queries + query_pe,
-                                                       positioned, keys))
+        q = queries + query_pe
+        if keys.shape[0] == 1:
+            attended = layer.cross_attn_token_to_image(q=q, k=keys + key_pe, v=keys)
+        else:
+            attended = token_to_image(layer.cross_attn_token_to_image, q, keys, key_pe)
+        queries = layer.norm2(queries + attended)
         queries = layer.norm3(queries + layer.mlp(queries))
-        keys = layer.norm4(keys + image_to_token(layer.cross_attn_image_to_token, positioned,
+        keys = layer.norm4(keys + image_to_token(layer.cross_attn_image_to_token, keys, key_pe,
                                                  queries + query_pe, queries))
         return queries, keys
 
@@ -232,7 +253,7 @@ def _decoder_module(model: Any) -> Any:
             queries = tokens
             for layer in transformer.layers:
                 queries, keys = block(layer, queries, keys, tokens, pos)
-            final = token_to_image(transformer.final_attn_token_to_image, queries + tokens, keys + pos, keys)
+            final = token_to_image(transformer.final_attn_token_to_image, queries + tokens, keys, pos)
             queries = transformer.norm_final_attn(queries + final)
             hyper = torch.stack(
                 [mlp(queries[:, 1 + i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
