@@ -174,6 +174,62 @@ def test_automask_parameters(onnx_engine, nuclei):
     assert onnx_engine.image_shape == crop.shape
 
 
+@pytest.mark.parametrize("size", [(512, 512), (300, 701), (1500, 900)])
+@pytest.mark.parametrize("layers, overlap, per_side, downscale", [(0, 0.34, 32, 1), (1, 0.34, 16, 2), (2, 0.5, 12, 2)])
+def test_crop_plan_and_point_grids_equal_sams(size, layers, overlap, per_side, downscale):
+    from segment_anything.utils import amg
+
+    from qpsam.engines.automask import crop_boxes, layer_point_grids
+
+    assert crop_boxes(*size, layers, overlap) == amg.generate_crop_boxes(size, layers, overlap)
+    ours = layer_point_grids(per_side, layers, downscale)
+    ref = amg.build_all_layer_point_grids(per_side, layers, downscale)
+    assert len(ours) == len(ref) and all(np.allclose(a, b, atol=1e-12) for a, b in zip(ours, ref))
+
+
+def test_small_region_clean_up_equals_sams():
+    from segment_anything.utils import amg
+
+    from qpsam.engines.automask import remove_small_regions
+
+    rng = np.random.default_rng(3)
+    cases = [rng.random((90, 120)) > t for t in (0.3, 0.6, 0.93)]
+    only_small = np.zeros((40, 40), dtype=bool)
+    only_small[2:4, 2:5] = only_small[20:25, 20:24] = True  # every island small: the largest stays
+    for mask in [*cases, only_small, np.zeros((8, 8), bool), np.ones((8, 8), bool)]:
+        for mode in ("holes", "islands"):
+            for area in (1, 5, 30):
+                got, changed = remove_small_regions(mask, area, mode)
+                ref, ref_changed = amg.remove_small_regions(mask, area, mode)
+                assert changed == ref_changed and np.array_equal(got, ref), (mode, area)
+    with pytest.raises(ValueError, match="mode must be 'holes' or 'islands'"):
+        remove_small_regions(only_small, 5, "gaps")
+
+
+def test_onnx_engine_predicts_and_segments_everything_without_torch(onnx_engine, weights_copy, nuclei, tmp_path):
+    """Once exported, the onnx engine needs neither PyTorch nor segment-anything: boxes and automask in a
+    process where importing them fails."""
+    import subprocess
+
+    np.save(tmp_path / "image.npy", nuclei[0][:160, :160])
+    code = f"""
+import sys
+for name in ("torch", "torchvision", "segment_anything", "mobile_sam", "sam2"):
+    sys.modules[name] = None
+import numpy as np
+from qpsam.engines import AutomaskParams, Prompt, load_engine
+engine = load_engine("vit_t", {str(weights_copy)!r}, device="cpu", cache=False, threads=1)
+image = np.load({str(tmp_path / "image.npy")!r})
+engine.set_image(image)
+(mask,) = engine.predict([Prompt(box=(20, 20, 60, 60))])[0]
+found = engine.automask(image, AutomaskParams(points_per_side=4, min_mask_region_area=20))
+print(type(engine).__name__, engine.files.rebuilt, mask.mask.shape, len(found) > 0)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["OnnxSamEngine", "False", "(160,", "160)", "True"]
+
+
 def test_box_masks_in_windows_equal_the_whole_grid_and_fall_back_at_the_edge(onnx_engine, nuclei):
     """Box prompts are upscaled only around their boxes; the masks equal those of the whole 256x256 grid, and a
     window too small for its mask (here: the box itself) is redone over the whole grid."""

@@ -9,6 +9,9 @@ cache. Parameters follow :class:`AutomaskParams` and samapi's mapping:
   (predicted IoU wins, standard SAM).
 * ``include_image_edge=False`` also drops masks whose box touches all four image edges (within 20 px): the
   "whole image" masks.
+
+The crop plan, point grids and region clean-up are numpy/OpenCV here, so the low-resolution generator (ONNX
+engine) runs without PyTorch; the torch engines' generator also uses segment-anything's mask records.
 """
 
 from __future__ import annotations
@@ -20,7 +23,17 @@ import numpy as np
 
 from .base import AutomaskParams, Mask, OutputType, to_rgb8
 
-__all__ = ["IMAGE_EDGE_TOLERANCE", "AutomaskBackend", "LowResBackend", "generate_masks", "generate_masks_lowres"]
+__all__ = [
+    "IMAGE_EDGE_TOLERANCE",
+    "AutomaskBackend",
+    "LowResBackend",
+    "crop_boxes",
+    "generate_masks",
+    "generate_masks_lowres",
+    "layer_point_grids",
+    "point_grid",
+    "remove_small_regions",
+]
 
 IMAGE_EDGE_TOLERANCE = 20.0
 
@@ -44,18 +57,66 @@ def _amg() -> Any:
     return amg
 
 
+def point_grid(per_side: int) -> np.ndarray:
+    """``per_side`` x ``per_side`` points (x, y) in 0-1, at the centres of equal cells, row by row."""
+    centres = (np.arange(per_side, dtype=np.float64) + 0.5) / per_side
+    xs, ys = np.meshgrid(centres, centres)
+    return np.stack([xs.ravel(), ys.ravel()], axis=1)
+
+
+def layer_point_grids(per_side: int, layers: int, downscale: int) -> list[np.ndarray]:
+    """The point grid of each crop layer: layer ``i`` has ``per_side / downscale**i`` points per side."""
+    return [point_grid(int(per_side / downscale**i)) for i in range(layers + 1)]
+
+
+def crop_boxes(height: int, width: int, layers: int, overlap_ratio: float) -> tuple[list[list[int]], list[int]]:
+    """SAM's crops: the whole image (layer 0), then ``2**i`` x ``2**i`` overlapping crops for layer ``i``, as
+    XYXY boxes with their layers."""
+    boxes, layer_of = [[0, 0, width, height]], [0]
+    short = min(height, width)
+    for layer in range(1, layers + 1):
+        per_side = 2**layer
+        overlap = int(overlap_ratio * short * (2 / per_side))
+        crop_w = math.ceil((overlap * (per_side - 1) + width) / per_side)
+        crop_h = math.ceil((overlap * (per_side - 1) + height) / per_side)
+        for x0 in (int((crop_w - overlap) * i) for i in range(per_side)):
+            for y0 in (int((crop_h - overlap) * i) for i in range(per_side)):
+                boxes.append([x0, y0, min(x0 + crop_w, width), min(y0 + crop_h, height)])
+                layer_of.append(layer)
+    return boxes, layer_of
+
+
+def remove_small_regions(mask: np.ndarray, min_area: int, mode: str) -> tuple[np.ndarray, bool]:
+    """Fill holes (``mode="holes"``) or drop islands (``"islands"``) smaller than ``min_area`` pixels
+    (8-connected), as SAM's post-processing does; an image of only small islands keeps its largest. Returns the
+    mask and whether it changed."""
+    import cv2
+
+    if mode not in ("holes", "islands"):
+        raise ValueError(f"mode must be 'holes' or 'islands', not {mode!r}")
+    holes = mode == "holes"
+    working = (np.asarray(mask, dtype=bool) ^ holes).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(working, connectivity=8)
+    sizes = stats[1:, cv2.CC_STAT_AREA]
+    small = [i + 1 for i, size in enumerate(sizes) if size < min_area]
+    if not small:
+        return np.asarray(mask, dtype=bool), False
+    if holes:
+        fill = [0, *small]  # background and small holes become mask
+    else:
+        fill = [i for i in range(1, count) if i not in small] or [int(np.argmax(sizes)) + 1]
+    return np.isin(labels, fill), True
+
+
 def _crop_plan(height: int, width: int, params: AutomaskParams) -> tuple[list[Any], list[int], list[np.ndarray], int]:
     """SAM's crop boxes and their layers, each layer's point grid (0-1), and the decoder batches in all."""
-    amg = _amg()
-    crop_boxes, layer_idxs = amg.generate_crop_boxes(
-        (height, width), int(params.crop_n_layers), float(params.crop_overlap_ratio)
-    )
-    grids = amg.build_all_layer_point_grids(
+    boxes, layer_idxs = crop_boxes(height, width, int(params.crop_n_layers), float(params.crop_overlap_ratio))
+    grids = layer_point_grids(
         int(params.points_per_side), int(params.crop_n_layers), int(params.crop_n_points_downscale_factor)
     )
     per_batch = int(params.points_per_batch)
     total = sum(math.ceil(len(grids[layer]) / per_batch) for layer in layer_idxs)
-    return crop_boxes, layer_idxs, grids, total
+    return boxes, layer_idxs, grids, total
 
 
 def generate_masks(
@@ -212,8 +273,8 @@ def _remove_small_regions(amg: Any, data: Any, min_area: int, nms_thresh: float)
     new_masks, scores = [], []
     for rle in data["rles"]:
         mask = amg.rle_to_mask(rle)
-        mask, changed_holes = amg.remove_small_regions(mask, min_area, mode="holes")
-        mask, changed_islands = amg.remove_small_regions(mask, min_area, mode="islands")
+        mask, changed_holes = remove_small_regions(mask, min_area, mode="holes")
+        mask, changed_islands = remove_small_regions(mask, min_area, mode="islands")
         new_masks.append(torch.as_tensor(mask).unsqueeze(0))
         scores.append(0.0 if (changed_holes or changed_islands) else 1.0)
     masks = torch.cat(new_masks, dim=0)
@@ -276,7 +337,6 @@ def generate_masks_lowres(
     the survivors. Same algorithm and parameters as SAM's generator; masks sorted by area, largest first."""
     from .lowres import Frame, nms
 
-    amg = _amg()
     image = to_rgb8(image)
     height, width = image.shape[:2]
     output = params.output
@@ -319,7 +379,7 @@ def generate_masks_lowres(
         full[by0 : by1 + 1, bx0 : bx1 + 1] = found.patches[i]
         masks.append(Mask(mask=full, score=found.iou[i], prompt_index=-1, stability=found.stability[i]))
     if params.min_mask_region_area > 0 and masks:
-        masks = _clean_regions(amg, masks, int(params.min_mask_region_area),
+        masks = _clean_regions(masks, int(params.min_mask_region_area),
                                max(params.box_nms_thresh, params.crop_nms_thresh))
     masks.sort(key=lambda m: m.area, reverse=True)
     return masks
@@ -392,14 +452,14 @@ def _near_crop_edge(
     )
 
 
-def _clean_regions(amg: Any, masks: list[Mask], min_area: int, nms_thresh: float) -> list[Mask]:
+def _clean_regions(masks: list[Mask], min_area: int, nms_thresh: float) -> list[Mask]:
     """Fill holes and drop islands smaller than ``min_area``, then NMS again preferring unchanged masks."""
     from .lowres import box_of, nms
 
     cleaned, scores, boxes = [], [], []
     for m in masks:
-        mask, changed_holes = amg.remove_small_regions(m.mask, min_area, mode="holes")
-        mask, changed_islands = amg.remove_small_regions(mask, min_area, mode="islands")
+        mask, changed_holes = remove_small_regions(m.mask, min_area, mode="holes")
+        mask, changed_islands = remove_small_regions(mask, min_area, mode="islands")
         cleaned.append(Mask(mask=mask.astype(bool), score=m.score, prompt_index=-1, stability=m.stability))
         scores.append(0.0 if (changed_holes or changed_islands) else 1.0)
         boxes.append(box_of(mask))

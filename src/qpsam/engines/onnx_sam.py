@@ -2,8 +2,8 @@
 
 The encoder and decoder graphs are exported from the real checkpoint on first use (:mod:`.onnx_export`). All
 prompts of one shape go through the decoder in a few calls, and masks are upsampled from the 256x256 logits only
-inside the region where they can be positive (:mod:`.lowres`). Inference needs numpy, Pillow and onnxruntime
-only; PyTorch is needed once per weights file, for the export (and for automask's point grids).
+inside the region where they can be positive (:mod:`.lowres`). Inference, automask included, needs numpy, Pillow,
+OpenCV and onnxruntime only; PyTorch is needed once per weights file, for the export.
 """
 
 from __future__ import annotations
