@@ -336,7 +336,7 @@ def test_second_load_reuses_the_checked_files(onnx_engine, weights_copy):
     assert {p.name: p.stat().st_mtime_ns for p in again.files.folder.iterdir()} == before
     manifest = json.loads((again.files.folder / "manifest.json").read_text())
     assert manifest["weights_sha256"] == again.weights_sha256
-    assert set(manifest["files"]) == {"encoder.onnx", "decoder.onnx", "upscale.onnx"}
+    assert set(manifest["files"]) == {"encoder.onnx", "prepare.onnx", "decoder.onnx", "upscale.onnx"}
 
 
 def test_corrupt_cached_onnx_is_detected_and_rebuilt(onnx_engine, weights_copy, nuclei):

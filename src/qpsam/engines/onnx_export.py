@@ -10,9 +10,11 @@ Graphs:
 
 * encoder: ``image`` (1, 3, 1024, 1024) float32, normalised and zero-padded as SAM's ``preprocess`` does ->
   ``embeddings`` (1, 256, 64, 64).
-* decoder: ``embeddings``, ``point_coords`` (N, P, 2) in the 1024 frame, ``point_labels`` (N, P) float (-1 pad,
-  0 background, 1 foreground, 2/3 box corners) -> ``keys`` (N, 4096, 256) image tokens after the two-way
-  transformer, ``hyper`` (N, 4, 32) and ``iou`` (N, 4). No mask input.
+* prepare: ``embeddings`` -> ``image_k``, ``image_v``, ``image_q`` (1, 8, 4096, 16): the projections of the
+  image tokens that the decoder's first layer shares between all prompts, once per image.
+* decoder: ``embeddings``, the three projections, ``point_coords`` (N, P, 2) in the 1024 frame, ``point_labels``
+  (N, P) float (-1 pad, 0 background, 1 foreground, 2/3 box corners) -> ``keys`` (N, 4096, 256) image tokens
+  after the two-way transformer, ``hyper`` (N, 4, 32) and ``iou`` (N, 4). No mask input.
 * upscale: ``keys`` (N, R, 256) for any R tokens and ``hyper`` -> ``logits`` (N, R, 2, 2, 2, 2, 4): the
   low-resolution (256x256) logits of those tokens' 4x4 pixels. The upscaling is per token, so a box prompt
   needs it only around its box; masks are then upsampled to the image in numpy, only where needed
@@ -33,12 +35,15 @@ from typing import Any
 from ..errors import ModelError
 from ..weights import file_sha256_cached
 
-__all__ = ["FORMAT", "OnnxFiles", "check_folder", "ensure_onnx", "export_onnx", "onnx_folders"]
+__all__ = ["FORMAT", "GRAPHS", "PREPARED", "OnnxFiles", "check_folder", "ensure_onnx", "export_onnx", "onnx_folders"]
 
 # Bump when the graphs' inputs or outputs change: older folders are then rebuilt.
-FORMAT = 4
+FORMAT = 5
 OPSET = 17
 IMG_SIZE = 1024
+
+GRAPHS = ("encoder.onnx", "prepare.onnx", "decoder.onnx", "upscale.onnx")
+PREPARED = ("image_k", "image_v", "image_q")  # outputs of prepare.onnx, inputs of decoder.onnx
 
 Progress = Callable[[int, int], None]
 
@@ -49,13 +54,17 @@ class OnnxFiles:
 
     folder: Path
     encoder: Path
+    prepare: Path
     decoder: Path
     upscale: Path
     rebuilt: bool  # exported by this call (first use, changed weights or a damaged folder)
 
 
 def _files(folder: Path, rebuilt: bool) -> OnnxFiles:
-    return OnnxFiles(folder, folder / "encoder.onnx", folder / "decoder.onnx", folder / "upscale.onnx", rebuilt)
+    return OnnxFiles(
+        folder, folder / "encoder.onnx", folder / "prepare.onnx", folder / "decoder.onnx", folder / "upscale.onnx",
+        rebuilt,
+    )
 
 
 def onnx_folders(model_type: str, weights: Path, sha256: str) -> list[Path]:
@@ -83,7 +92,7 @@ def check_folder(folder: Path, model_type: str, sha256: str) -> str | None:
         return f"format {data.get('format')} for {data.get('model_type')}, need {FORMAT} for {model_type}"
     if data.get("weights_sha256") != sha256:
         return "exported from other weights"
-    for name in ("encoder.onnx", "decoder.onnx", "upscale.onnx"):
+    for name in GRAPHS:
         if name not in files:
             return f"manifest lacks {name}"
     for name, meta in files.items():
@@ -159,8 +168,8 @@ def _decoder_module(model: Any) -> Any:
 
     The same function as SAM's two-way transformer, arranged for many prompts on one image:
 
-    * Layer 0 sees the same image tokens for every prompt, so their projections are computed once per call and
-      each prompt only attends (plain attention, with a batch of one on the image side).
+    * Layer 0 sees the same image tokens for every prompt, so their projections come from the prepare graph
+      (:func:`_prepare_module`, once per image) and each prompt only attends to them.
     * From layer 1 on every prompt has its own image tokens. Their projections are folded into the few prompt
       tokens (``(x W_k) q = x (W_k q)``, likewise values and outputs): per-prompt work on image tokens at the
       width of ``heads x tokens`` (8 x 7) instead of 128.
@@ -193,15 +202,23 @@ def _decoder_module(model: Any) -> Any:
         out = pv @ attn.v_proj.weight.reshape(heads, d, c).transpose(1, 2) + attn.v_proj.bias.reshape(heads, 1, d)
         return attn.out_proj(out.transpose(1, 2).reshape(n, t, heads * d))
 
-    def image_to_token(attn: Any, keys: Any, pos: Any, k: Any, v: Any) -> Any:
-        """``attn(q=keys + pos, k=tokens, v=tokens)``; ``keys`` shared (1, L, C) or per prompt (N, L, C)."""
+    def shared_token_to_image(attn: Any, q: Any, image_k: Any, image_v: Any) -> Any:
+        """``attn(q=tokens, k=keys + pos, v=keys)`` with the image side projected beforehand (1, H, L, d)."""
+        n, t, _ = q.shape
+        heads = attn.num_heads
+        d = attn.internal_dim // heads
+        qh = heads_of(attn.q_proj(q), heads)  # (N, H, T, d)
+        probs = torch.softmax((qh @ image_k.transpose(2, 3)) / math.sqrt(d), dim=-1)
+        return attn.out_proj((probs @ image_v).transpose(1, 2).reshape(n, t, heads * d))
+
+    def image_to_token(attn: Any, keys: Any, pos: Any, k: Any, v: Any, image_q: Any = None) -> Any:
+        """``attn(q=keys + pos, k=tokens, v=tokens)``; for layer 0 the image side comes projected (``image_q``)."""
         n, t, c = k.shape
         heads = attn.num_heads
         d = attn.internal_dim // heads
         kh = heads_of(attn.k_proj(k), heads)  # (N, H, T, d)
-        if keys.shape[0] == 1:  # the same image tokens for every prompt: project them once
-            qh = heads_of(attn.q_proj(keys + pos), heads)  # (1, H, L, d)
-            logits = (qh @ kh.transpose(2, 3)).transpose(1, 2)  # (N, L, H, T)
+        if image_q is not None:
+            logits = (image_q @ kh.transpose(2, 3)).transpose(1, 2)  # (N, L, H, T)
         else:
             folded = (kh @ attn.q_proj.weight.reshape(heads, d, c)).reshape(n, heads * t, c)
             pos_q = heads_of(pos @ attn.q_proj.weight.t() + attn.q_proj.bias, heads)  # constant (1, H, L, d)
@@ -216,7 +233,8 @@ def _decoder_module(model: Any) -> Any:
         # (one pass over the N x 4096 x 256 result fewer)
         return probs @ ((vh @ w_out).reshape(n, heads * t, c) + attn.out_proj.bias / heads)
 
-    def block(layer: Any, queries: Any, keys: Any, query_pe: Any, key_pe: Any) -> tuple[Any, Any]:
+    def block(layer: Any, queries: Any, keys: Any, query_pe: Any, key_pe: Any,
+              shared: tuple[Any, Any, Any] | None = None) -> tuple[Any, Any]:
         if layer.skip_first_layer_pe:
             queries = layer.self_attn(q=queries, k=queries, v=queries)
         else:
@@ -224,14 +242,14 @@ def _decoder_module(model: Any) -> Any:
             queries = queries + layer.self_attn(q=q, k=q, v=queries)
         queries = layer.norm1(queries)
         q = queries + query_pe
-        if keys.shape[0] == 1:
-            attended = layer.cross_attn_token_to_image(q=q, k=keys + key_pe, v=keys)
+        if shared is not None:
+            attended = shared_token_to_image(layer.cross_attn_token_to_image, q, shared[0], shared[1])
         else:
             attended = token_to_image(layer.cross_attn_token_to_image, q, keys, key_pe)
         queries = layer.norm2(queries + attended)
         queries = layer.norm3(queries + layer.mlp(queries))
         keys = layer.norm4(keys + image_to_token(layer.cross_attn_image_to_token, keys, key_pe,
-                                                 queries + query_pe, queries))
+                                                 queries + query_pe, queries, None if shared is None else shared[2]))
         return queries, keys
 
     class TokenDecoder(SamOnnxModel):
@@ -239,7 +257,9 @@ def _decoder_module(model: Any) -> Any:
         image tokens after the transformer (N, L, C), the hypernetwork outputs (N, K, C') and the IoU scores."""
 
         @torch.no_grad()
-        def forward(self, embeddings: Any, point_coords: Any, point_labels: Any) -> tuple[Any, Any, Any]:  # type: ignore[override]
+        def forward(  # type: ignore[override]
+            self, embeddings: Any, image_k: Any, image_v: Any, image_q: Any, point_coords: Any, point_labels: Any
+        ) -> tuple[Any, Any, Any]:
             prompt_encoder = self.model.prompt_encoder
             decoder = self.model.mask_decoder
             sparse = self._embed_points(point_coords, point_labels)
@@ -251,8 +271,8 @@ def _decoder_module(model: Any) -> Any:
             pos = prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2)
             transformer = decoder.transformer
             queries = tokens
-            for layer in transformer.layers:
-                queries, keys = block(layer, queries, keys, tokens, pos)
+            for i, layer in enumerate(transformer.layers):
+                queries, keys = block(layer, queries, keys, tokens, pos, (image_k, image_v, image_q) if i == 0 else None)
             final = token_to_image(transformer.final_attn_token_to_image, queries + tokens, keys, pos)
             queries = transformer.norm_final_attn(queries + final)
             hyper = torch.stack(
@@ -261,6 +281,33 @@ def _decoder_module(model: Any) -> Any:
             return keys, hyper, decoder.iou_prediction_head(queries[:, 0])
 
     return TokenDecoder(model, return_single_mask=False).eval()
+
+
+def _prepare_module(model: Any) -> Any:
+    """The projections of the image tokens that the decoder's first layer shares between all prompts: keys and
+    values of its token-to-image attention and queries of its image-to-token attention, as (1, H, L, d)."""
+    import torch
+
+    class Prepare(torch.nn.Module):
+        def __init__(self, sam: Any) -> None:
+            super().__init__()
+            self.prompt_encoder = sam.prompt_encoder
+            self.layer = sam.mask_decoder.transformer.layers[0]
+
+        @torch.no_grad()
+        def forward(self, embeddings: Any) -> tuple[Any, Any, Any]:
+            dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            keys = (embeddings + dense).flatten(2).transpose(1, 2)
+            positioned = keys + self.prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2)
+            t2i, i2t = self.layer.cross_attn_token_to_image, self.layer.cross_attn_image_to_token
+
+            def heads(x: Any, attn: Any) -> Any:
+                return x.reshape(1, x.shape[1], attn.num_heads, -1).transpose(1, 2)
+
+            return (heads(t2i.k_proj(positioned), t2i), heads(t2i.v_proj(keys), t2i),
+                    heads(i2t.q_proj(positioned), i2t))
+
+    return Prepare(model).eval()
 
 
 def _upscale_module(model: Any) -> Any:
@@ -357,13 +404,15 @@ def export_onnx(model_type: str, weights: Path, sha256: str, folder: Path, progr
         progress(1, 2)
     embed = model.prompt_encoder.image_embedding_size
     embeddings = torch.zeros(1, model.prompt_encoder.embed_dim, *embed)
+    prepare = _prepare_module(model)
+    _export(prepare, (embeddings,), folder / "prepare.onnx", ["embeddings"], list(PREPARED), {})
     coords = torch.randint(0, IMG_SIZE, (2, 3, 2)).float()
     labels = torch.tensor([[1.0, 0.0, -1.0], [2.0, 3.0, 1.0]])
     _export(
         _decoder_module(model),
-        (embeddings, coords, labels),
+        (embeddings, *prepare(embeddings), coords, labels),
         folder / "decoder.onnx",
-        ["embeddings", "point_coords", "point_labels"],
+        ["embeddings", *PREPARED, "point_coords", "point_labels"],
         ["keys", "hyper", "iou"],
         {
             "point_coords": {0: "prompts", 1: "points"},

@@ -21,7 +21,7 @@ from ..weights import check_model_type, resolve_weights, weights_sha256
 from .base import AutomaskParams, Mask, OutputType, Prompt, check_prompts, prompt_batches, select_masks, to_rgb8
 from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
 from .lowres import PAD, Frame, masks_from_lowres, upsample_roi
-from .onnx_export import OnnxFiles, ensure_onnx
+from .onnx_export import PREPARED, OnnxFiles, ensure_onnx
 
 __all__ = ["OUTSIDE_LOGIT", "OnnxSamEngine", "box_windows", "default_threads", "onnxruntime_available"]
 
@@ -97,10 +97,10 @@ class OnnxSamEngine:
         self.threads = max(1, int(threads)) if threads else default_threads()
         self.files: OnnxFiles = ensure_onnx(info.type, self.weights_path, self.weights_sha256, progress)
         try:
-            self._encoder, self._decoder, self._upscale = self._sessions(ort)
+            self._encoder, self._prepare, self._decoder, self._upscale = self._sessions(ort)
         except Exception:  # noqa: BLE001 - checked files that ORT cannot load: export again, once
             self.files = ensure_onnx(info.type, self.weights_path, self.weights_sha256, progress, rebuild=True)
-            self._encoder, self._decoder, self._upscale = self._sessions(ort)
+            self._encoder, self._prepare, self._decoder, self._upscale = self._sessions(ort)
         from .torch_sam import default_cache
 
         # an empty EmbeddingCache is falsy (it has a length): test identity, not truth
@@ -119,12 +119,13 @@ class OnnxSamEngine:
         self.encoder_runs = 0
         self.last_from_cache = False
         self._features: np.ndarray | None = None
+        self._prepared: dict[str, np.ndarray] | None = None  # the decoder's shared image projections
         self._frame: Frame | None = None
 
     def __repr__(self) -> str:
         return f"OnnxSamEngine({self.model_type!r}, weights={str(self.weights_path)!r}, threads={self.threads})"
 
-    def _sessions(self, ort: Any) -> tuple[Any, Any, Any]:
+    def _sessions(self, ort: Any) -> tuple[Any, Any, Any, Any]:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -134,7 +135,8 @@ class OnnxSamEngine:
         def make(path: Path) -> Any:
             return ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
 
-        return make(self.files.encoder), make(self.files.decoder), make(self.files.upscale)
+        files = self.files
+        return make(files.encoder), make(files.prepare), make(files.decoder), make(files.upscale)
 
     # ----------------------------------------------------------------------------------------------- image
 
@@ -164,6 +166,7 @@ class OnnxSamEngine:
                 self.last_from_cache = False
                 if self.cache is not None:
                     self.cache.put(key, Embedding({"features": features}, {"original_size": frame.original}))
+            self._prepared = None
             self._frame = frame
 
     def _require_image(self) -> tuple[np.ndarray, Frame]:
@@ -191,11 +194,15 @@ class OnnxSamEngine:
         )
         coords = np.asarray(coords, dtype=np.float32) * scale
         labels = np.asarray(labels, dtype=np.float32)
+        if self._prepared is None:  # once per image, shared by every prompt and call
+            self._prepared = dict(zip(PREPARED, self._prepare.run(None, {"embeddings": features})))
         lows, ious = [], []
         for start in range(0, coords.shape[0], self.max_batch):
             chunk = slice(start, start + self.max_batch)
             keys, hyper, iou = self._decoder.run(
-                None, {"embeddings": features, "point_coords": coords[chunk], "point_labels": labels[chunk]}
+                None,
+                {"embeddings": features, **self._prepared, "point_coords": coords[chunk],
+                 "point_labels": labels[chunk]},
             )
             hyper, iou = np.ascontiguousarray(hyper[:, channels]), iou[:, channels]
             if boxes is None:
