@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from qpsam.engines import EmbeddingCache, Prompt, load_engine
+from qpsam.engines._torch import read_checkpoint
 from qpsam.errors import ModelError, WeightsError
 from qpsam.weights import packaged_weights
 
@@ -63,6 +64,12 @@ def test_corrupt_and_empty_weights_files(tmp_path):
     corrupt.write_bytes(os.urandom(4096))
     with pytest.raises(WeightsError, match=r"cannot read weights file .*corrupt\.pth.*corrupt, truncated"):
         load_engine("vit_t", corrupt, device="cpu")
+    # unpickling random bytes fails in many ways (IndexError, KeyError, UnicodeDecodeError...): all the same error
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        corrupt.write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+        with pytest.raises(WeightsError, match="corrupt, truncated or not a PyTorch checkpoint"):
+            read_checkpoint(corrupt, "vit_t")
     empty = tmp_path / "empty.pth"
     empty.write_bytes(b"")
     with pytest.raises(WeightsError, match="is empty"):

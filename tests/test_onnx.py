@@ -329,6 +329,36 @@ def test_vectorised_nms_equals_torchvision():
 # -------------------------------------------------------------------------------------- cached exports
 
 
+@pytest.mark.slow
+def test_sam_vit_encoder_exports_and_runs_like_torch(tmp_path, nuclei):
+    """The SAM ViT architecture (global attention, relative positions) exports too. No registry package ships
+    real vit_b/l/h weights, so this vit_b has random weights and claims no quality: its ONNX Runtime
+    embeddings and low-resolution mask logits equal PyTorch's for the same weights."""
+    from qpsam.engines import to_rgb8
+    from qpsam.engines.onnx_sam import OnnxSamEngine, _encode_prompts
+    from qpsam.engines.torch_sam import build_sam1
+
+    torch.manual_seed(0)
+    model, predictor_cls = build_sam1("vit_b")
+    weights = tmp_path / "sam_vit_b_random.pth"
+    torch.save(model.state_dict(), weights)
+    engine = OnnxSamEngine("vit_b", weights, cache=False, threads=2)
+    assert engine.files.rebuilt and engine.files.folder.parent == tmp_path / "sam_vit_b_random.pth.onnx"
+    rgb = to_rgb8(nuclei[0])[:300, :400]
+    engine.set_image(rgb)
+    predictor = predictor_cls(model.eval())
+    with torch.inference_mode():
+        predictor.set_image(rgb)
+        ref = predictor.features.numpy()
+        prompts = [Prompt(box=(40, 30, 120, 90)), Prompt(box=(200, 150, 260, 230))]
+        ref_low = [predictor.predict(box=np.array(p.box), multimask_output=False)[2][0] for p in prompts]
+    assert np.abs(engine._features - ref).max() < 1e-3 * np.abs(ref).max()
+    coords, labels = _encode_prompts(prompts, True)
+    low, _ = engine.decode(coords, labels, channels=slice(0, 1))
+    for ours, theirs in zip(low[:, 0], ref_low):
+        assert np.abs(ours - theirs).max() < 1e-3 * max(1.0, np.abs(theirs).max())
+
+
 def test_second_load_reuses_the_checked_files(onnx_engine, weights_copy):
     before = {p.name: p.stat().st_mtime_ns for p in onnx_engine.files.folder.iterdir()}
     again = load_engine("vit_t", weights_copy, device="cpu", engine="onnx", cache=False)

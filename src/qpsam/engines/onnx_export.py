@@ -1,8 +1,9 @@
 """Export a SAM1-family checkpoint to ONNX (image encoder + prompt decoder), once, and find the files again.
 
 The files live in a folder next to the weights, ``<weights>.onnx/<sha256[:16]>/``, or under qpsam's cache folder
-(``onnx/<model_type>-<sha256[:16]>/``) when the weights' folder is read-only. Each folder holds ``encoder.onnx``,
-``decoder.onnx`` and ``manifest.json`` (the weights' SHA-256, the format version and the SHA-256 of every file).
+(``onnx/<model_type>-<sha256[:16]>/``) when the weights' folder is read-only. Each folder holds the graphs below
+(vit_h's encoder with its weights in ``encoder.onnx.data``, past protobuf's 2 GB) and ``manifest.json`` (the
+weights' SHA-256, the format version and the SHA-256 of every file).
 A folder whose manifest or files do not check out is rebuilt. Folders are built under a temporary name and
 renamed into place, so a crash or a second process never leaves a half-written folder behind.
 
@@ -361,23 +362,35 @@ class _Encoder:
 
 def _export(module: Any, args: tuple[Any, ...], path: Path, inputs: list[str], outputs: list[str],
             dynamic: dict[str, dict[int, str]]) -> None:
+    """Export ``module`` to ``path``; a graph over protobuf's 2 GB (vit_h's encoder) keeps its weights in one
+    ``<name>.data`` file beside it instead of the file per tensor that torch writes."""
+    import tempfile
     import warnings
 
     import torch
 
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            args,
-            str(path),
-            input_names=inputs,
-            output_names=outputs,
-            dynamic_axes=dynamic or None,
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
+        out = Path(scratch) / path.name
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                args,
+                str(out),
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=dynamic or None,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        if len(list(Path(scratch).iterdir())) == 1:
+            os.replace(out, path)
+            return
+        import onnx
+
+        onnx.save_model(onnx.load(str(out)), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=f"{path.name}.data", size_threshold=1024)
 
 
 def export_onnx(model_type: str, weights: Path, sha256: str, folder: Path, progress: Progress | None = None) -> None:
