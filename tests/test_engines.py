@@ -158,6 +158,28 @@ def test_cache_means_new_prompts_only_run_the_decoder(nuclei, tmp_path):
     assert np.array_equal(other.predict([prompt])[0][0].mask, first.mask)
 
 
+def test_encode_batch_fills_the_cache_for_later_images(nuclei):
+    """Several images per encoder call (what a GPU gains from): each image's later set_image is a cache hit
+    and its masks equal those of an engine that encoded it alone."""
+    image, gt = nuclei
+    crops = [image[:300, :300], image[200:, 100:400], image[50:250, 250:]]
+    eng = load_engine("vit_t", WEIGHTS, device="cpu", engine="torch", cache=EmbeddingCache(max_bytes=64 << 20))
+    alone = load_engine("vit_t", WEIGHTS, device="cpu", engine="torch", cache=False)
+    eng.encode_batch_size = 2
+    assert eng.encode_batch([crops[0], crops[1], crops[0].copy(), crops[2]]) == 3  # the repeat is encoded once
+    assert eng.encoder_runs == 3 and eng.image_shape is None  # the current image is left alone
+    assert eng.encode_batch(crops) == 0
+    prompt = Prompt(box=(40, 40, 120, 120))
+    for crop in crops:
+        eng.set_image(crop)
+        assert eng.last_from_cache and eng.encoder_runs == 3
+        alone.set_image(crop)
+        a, b = eng.predict([prompt])[0][0].mask, alone.predict([prompt])[0][0].mask
+        assert np.logical_and(a, b).sum() >= 0.99 * np.logical_or(a, b).sum()
+    with pytest.raises(ModelError, match="encode_batch fills the embedding cache.*cache=False"):
+        alone.encode_batch(crops)
+
+
 def test_grayscale_16bit_input_equals_its_rgb8_rendering(engine, nuclei):
     from qpsam.engines import to_rgb8
 

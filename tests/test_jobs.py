@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
+from qpsam.engines import EmbeddingCache, load_engine
 from qpsam.engines.base import AutomaskParams
 from qpsam.geometry import mask_to_geometry
 from qpsam.jobs import QUALITY, ArraySource, DetectOptions, detect_image
@@ -90,3 +91,10 @@ def test_tiled_automask_finds_nuclei_once_across_tile_borders(mobile_sam, nuclei
             found.append(t)
             assert best.geometry.bounds[0] <= t.bounds[0] + 3 and best.geometry.bounds[2] >= t.bounds[2] - 3
     assert found, f"none of the {len(cut)} nuclei on tile borders was found"
+    # tiles encoded two per encoder call first (the GPU default is 4): the same objects
+    engine = load_engine("vit_t", engine="torch", device="cpu", cache=EmbeddingCache(max_bytes=64 << 20))
+    engine.encode_batch_size = 2
+    batched = automask_region(engine, ArraySource(crop, "crop"), options=options)
+    assert engine.encoder_runs == 2 and len(batched) == len(objects)
+    for a, b in zip(sorted(objects, key=lambda o: o.geometry.bounds), sorted(batched, key=lambda o: o.geometry.bounds)):
+        assert iou(a.geometry, b.geometry) > 0.97

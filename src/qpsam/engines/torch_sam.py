@@ -40,6 +40,12 @@ def default_cache() -> EmbeddingCache:
         return _DEFAULT_CACHE
 
 
+def _default_encode_batch(device: Any) -> int:
+    """Images per encoder call in :meth:`TorchSamEngine.encode_batch`: batches pay off where the encoder does
+    not already fill the device (a GPU); on a CPU one image keeps every core busy."""
+    return {"cuda": 4}.get(device.type, 1)
+
+
 def _default_batch(device: Any) -> int:
     """Prompts decoded per call. On a CPU the decoder's per-prompt cost grows past a batch of 2-4 (memory
     traffic of the repeated image embedding), so small chunks are fastest there; GPUs like large batches."""
@@ -99,6 +105,7 @@ class TorchSamEngine:
         else:
             self.cache = cache if isinstance(cache, EmbeddingCache) else None
         self.max_batch = max(1, int(max_batch)) if max_batch else _default_batch(self.device)
+        self.encode_batch_size = _default_encode_batch(self.device)
         self.lock = threading.RLock()
         self.encoder_runs = 0  # how often the image encoder ran (cache misses)
         self.last_from_cache = False
@@ -142,6 +149,41 @@ class TorchSamEngine:
                         ),
                     )
             self._image_shape = (int(rgb.shape[0]), int(rgb.shape[1]))
+
+    def encode_batch(self, images: Sequence[np.ndarray]) -> int:
+        """Encode ``images`` into the embedding cache, :attr:`encode_batch_size` per encoder call, so that a later
+        :meth:`set_image` of any of them is a cache hit; images already cached are skipped. Returns how many were
+        encoded. The current image is left as it was."""
+        import torch
+
+        if self.cache is None:
+            raise ModelError("encode_batch fills the embedding cache, and this engine has none (cache=False)")
+        todo: dict[CacheKey, np.ndarray] = {}
+        for image in images:
+            rgb = to_rgb8(image)
+            key = CacheKey(self.model_type, self.weights_sha256, image_hash(rgb))
+            if key not in todo and self.cache.get(key) is None:
+                todo[key] = rgb
+        p = self.predictor
+        model = p.model
+        items = list(todo.items())
+        size = max(1, int(self.encode_batch_size))
+        with self.lock:
+            for start in range(0, len(items), size):
+                chunk = items[start : start + size]
+                batch, sizes = [], []
+                for _, rgb in chunk:  # SamPredictor.set_image's steps, one image at a time up to the encoder
+                    resized = torch.as_tensor(p.transform.apply_image(rgb), device=self.device)
+                    resized = resized.permute(2, 0, 1).contiguous()[None]
+                    batch.append(model.preprocess(resized))
+                    sizes.append(((int(rgb.shape[0]), int(rgb.shape[1])), tuple(int(v) for v in resized.shape[-2:])))
+                with torch.no_grad(), autocast(self.device, self.dtype):
+                    features = model.image_encoder(torch.cat(batch))
+                self.encoder_runs += len(chunk)
+                for (key, _), one, (original, input_size) in zip(chunk, features, sizes):
+                    self.cache.put(key, Embedding({"features": one[None].detach()},
+                                                  {"original_size": original, "input_size": input_size}))
+        return len(items)
 
     def _require_image(self) -> tuple[int, int]:
         if self._image_shape is None or not self.predictor.is_image_set:

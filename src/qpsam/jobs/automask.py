@@ -202,12 +202,24 @@ def automask_region(
     tiles = plan_tiles(bounds, options.tile_size, options.overlap, options.downsample, plane)
     jobs = [(engine, source, tile, options.params, bounds, options.min_area, options.simplify) for tile in tiles]
     results: list[list[Piece]] = [[] for _ in tiles]
-    for done, (i, result) in enumerate((executor or LocalExecutor()).run(automask_tile, jobs), 1):
-        if isinstance(result, Exception):
-            raise result
-        results[i] = result
-        if progress:
-            progress(done, len(tiles))
+    executor = executor or LocalExecutor()
+    # an in-process engine that encodes several images per call (torch on a GPU) gets each group of tiles
+    # encoded together first; the tiles' automask then finds their embeddings in the cache
+    group = int(getattr(engine, "encode_batch_size", 1)) if isinstance(executor, LocalExecutor) else 1
+    batched = group > 1 and getattr(engine, "cache", None) is not None
+    step = group if batched else max(1, len(jobs))  # other executors get every unit at once
+    done = 0
+    for start in range(0, len(jobs), step):
+        part = jobs[start : start + step]
+        if batched:
+            engine.encode_batch([source.read_region(job[2]) for job in part])  # type: ignore[union-attr]
+        for i, result in executor.run(automask_tile, part):
+            if isinstance(result, Exception):
+                raise result
+            results[start + i] = result
+            done += 1
+            if progress:
+                progress(done, len(tiles))
     merged = merge_pieces([p for r in results for p in r], options.duplicate_iou)
     path_class = PathClass(options.path_class) if options.path_class else None
     objects = []
