@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 from ..errors import ModelError, WeightsError
 
-__all__ = ["pick_device", "autocast_dtype", "autocast", "read_checkpoint", "load_into"]
+__all__ = ["pick_device", "autocast_dtype", "autocast", "read_checkpoint", "load_into", "collect_torch_masks"]
 
 
 def _torch() -> Any:
@@ -121,3 +121,17 @@ def load_into(model: Any, state: dict[str, Any], path: str | Path, model_type: s
             "is it for another model type?"
         )
     model.load_state_dict(state, strict=True)
+
+
+def collect_torch_masks(results: list[Any], indices: Any, masks: Any, scores: Any, low: Any, output: Any) -> None:
+    """:func:`.base.collect_masks` for a decoder batch given as torch tensors (any device or float dtype)."""
+    from .base import collect_masks
+
+    collect_masks(
+        results,
+        indices,
+        masks.cpu().numpy().astype(bool, copy=False),
+        scores.float().cpu().numpy(),
+        low.float().cpu().numpy(),
+        output,
+    )

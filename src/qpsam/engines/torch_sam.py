@@ -15,9 +15,9 @@ import numpy as np
 
 from ..errors import ModelError
 from ..weights import check_model_type, resolve_weights, weights_sha256
-from ._torch import autocast, autocast_dtype, load_into, pick_device, read_checkpoint
+from ._torch import autocast, autocast_dtype, collect_torch_masks, load_into, pick_device, read_checkpoint
 from .automask import generate_masks
-from .base import AutomaskParams, Mask, OutputType, Prompt, check_prompts, collect_masks, prompt_batches, to_rgb8
+from .base import AutomaskParams, Mask, OutputType, Prompt, check_prompts, prompt_batches, to_rgb8
 from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
 
 __all__ = ["TorchSamEngine", "build_sam1", "default_cache"]
@@ -229,14 +229,7 @@ class TorchSamEngine:
                     masks, scores, low = p.predict_torch(
                         coords, labels, boxes, None, multimask_output=output.multimask, return_logits=False
                     )
-                collect_masks(
-                    results,
-                    part,
-                    masks.cpu().numpy().astype(bool, copy=False),
-                    scores.float().cpu().numpy(),
-                    low.float().cpu().numpy(),
-                    output,
-                )
+                collect_torch_masks(results, part, masks, scores, low, output)
         return results
 
     # ------------------------------------------------------------------------------------------- automask
