@@ -163,6 +163,20 @@ def _move_into_place(staging: Path, folder: Path, model_type: str, sha256: str) 
 # ------------------------------------------------------------------------------------------------------ export
 
 
+def _heads(x: Any, heads: int) -> Any:
+    """(B, L, H * d) -> (B, H, L, d)."""
+    b, length, width = x.shape
+    return x.reshape(b, length, heads, width // heads).transpose(1, 2)
+
+
+def _image_tokens(prompt_encoder: Any, embeddings: Any) -> tuple[Any, Any]:
+    """The decoder's image tokens (embeddings plus the no-mask embedding) and their positional encoding, (1, L, C)
+    each."""
+    dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+    keys = (embeddings + dense).flatten(2).transpose(1, 2)
+    return keys, prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2)
+
+
 def _decoder_module(model: Any) -> Any:
     """The prompt encoder + the mask decoder's transformer as one traceable module, built on segment-anything's
     SamOnnxModel (the upscaling is :func:`_upscale_module`, run per token where it is needed).
@@ -182,11 +196,6 @@ def _decoder_module(model: Any) -> Any:
     import torch
     from segment_anything.utils.onnx import SamOnnxModel
 
-    def heads_of(x: Any, heads: int) -> Any:
-        """(B, L, H * d) -> (B, H, L, d)."""
-        b, length, width = x.shape
-        return x.reshape(b, length, heads, width // heads).transpose(1, 2)
-
     def token_to_image(attn: Any, q: Any, keys: Any, pos: Any) -> Any:
         """``attn(q=tokens, k=keys + pos, v=keys)`` for per-prompt ``keys`` (N, L, C) and shared ``pos``; the
         key bias drops out of the softmax."""
@@ -194,9 +203,9 @@ def _decoder_module(model: Any) -> Any:
         heads = attn.num_heads
         d = attn.internal_dim // heads
         c = keys.shape[-1]
-        qh = heads_of(attn.q_proj(q), heads)  # (N, H, T, d)
+        qh = _heads(attn.q_proj(q), heads)  # (N, H, T, d)
         folded = (qh @ attn.k_proj.weight.reshape(heads, d, c)).reshape(n, heads * t, c)
-        pos_k = heads_of(pos @ attn.k_proj.weight.t(), heads)  # (1, H, L, d): a constant of the graph
+        pos_k = _heads(pos @ attn.k_proj.weight.t(), heads)  # (1, H, L, d): a constant of the graph
         logits = (folded @ keys.transpose(1, 2)).reshape(n, heads, t, -1) + qh @ pos_k.transpose(2, 3)
         probs = torch.softmax(logits / math.sqrt(d), dim=-1)
         pv = (probs.reshape(n, heads * t, -1) @ keys).reshape(n, heads, t, c)  # value bias after: rows sum to 1
@@ -208,7 +217,7 @@ def _decoder_module(model: Any) -> Any:
         n, t, _ = q.shape
         heads = attn.num_heads
         d = attn.internal_dim // heads
-        qh = heads_of(attn.q_proj(q), heads)  # (N, H, T, d)
+        qh = _heads(attn.q_proj(q), heads)  # (N, H, T, d)
         probs = torch.softmax((qh @ image_k.transpose(2, 3)) / math.sqrt(d), dim=-1)
         return attn.out_proj((probs @ image_v).transpose(1, 2).reshape(n, t, heads * d))
 
@@ -217,18 +226,18 @@ def _decoder_module(model: Any) -> Any:
         n, t, c = k.shape
         heads = attn.num_heads
         d = attn.internal_dim // heads
-        kh = heads_of(attn.k_proj(k), heads)  # (N, H, T, d)
+        kh = _heads(attn.k_proj(k), heads)  # (N, H, T, d)
         if image_q is not None:
             logits = (image_q @ kh.transpose(2, 3)).transpose(1, 2)  # (N, L, H, T)
         else:
             folded = (kh @ attn.q_proj.weight.reshape(heads, d, c)).reshape(n, heads * t, c)
-            pos_q = heads_of(pos @ attn.q_proj.weight.t() + attn.q_proj.bias, heads)  # constant (1, H, L, d)
+            pos_q = _heads(pos @ attn.q_proj.weight.t() + attn.q_proj.bias, heads)  # constant (1, H, L, d)
             logits = (keys @ folded.transpose(1, 2)).reshape(n, -1, heads, t) + (
                 pos_q @ kh.transpose(2, 3)
             ).transpose(1, 2)
         length = logits.shape[1]
         probs = torch.softmax(logits / math.sqrt(d), dim=-1).reshape(n, length, heads * t)
-        vh = heads_of(attn.v_proj(v), heads)
+        vh = _heads(attn.v_proj(v), heads)
         w_out = attn.out_proj.weight.reshape(c, heads, d).permute(1, 2, 0)  # (H, d, C)
         # each head's probabilities sum to 1, so a row of probs sums to H: the output bias rides in the product
         # (one pass over the N x 4096 x 256 result fewer)
@@ -267,9 +276,7 @@ def _decoder_module(model: Any) -> Any:
             n = sparse.shape[0]
             output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
             tokens = torch.cat([output_tokens.unsqueeze(0).expand(n, -1, -1), sparse], dim=1)
-            dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-            keys = (embeddings + dense).flatten(2).transpose(1, 2)  # (1, L, C): shared until layer 0 ends
-            pos = prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2)
+            keys, pos = _image_tokens(prompt_encoder, embeddings)  # keys shared until layer 0 ends
             transformer = decoder.transformer
             queries = tokens
             for i, layer in enumerate(transformer.layers):
@@ -297,16 +304,11 @@ def _prepare_module(model: Any) -> Any:
 
         @torch.no_grad()
         def forward(self, embeddings: Any) -> tuple[Any, Any, Any]:
-            dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-            keys = (embeddings + dense).flatten(2).transpose(1, 2)
-            positioned = keys + self.prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2)
+            keys, pos = _image_tokens(self.prompt_encoder, embeddings)
+            positioned = keys + pos
             t2i, i2t = self.layer.cross_attn_token_to_image, self.layer.cross_attn_image_to_token
-
-            def heads(x: Any, attn: Any) -> Any:
-                return x.reshape(1, x.shape[1], attn.num_heads, -1).transpose(1, 2)
-
-            return (heads(t2i.k_proj(positioned), t2i), heads(t2i.v_proj(keys), t2i),
-                    heads(i2t.q_proj(positioned), i2t))
+            return (_heads(t2i.k_proj(positioned), t2i.num_heads), _heads(t2i.v_proj(keys), t2i.num_heads),
+                    _heads(i2t.q_proj(positioned), i2t.num_heads))
 
     return Prepare(model).eval()
 

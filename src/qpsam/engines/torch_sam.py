@@ -124,7 +124,7 @@ class TorchSamEngine:
     def set_image(self, image: np.ndarray) -> None:
         """Make ``image`` current, running the encoder only when the cache lacks it."""
         rgb = to_rgb8(image)
-        key = CacheKey(self.model_type, self.weights_sha256, image_hash(rgb))
+        key = self._cache_key(rgb)
         with self.lock:
             cached = self.cache.get(key) if self.cache is not None else None
             p = self.predictor
@@ -150,6 +150,10 @@ class TorchSamEngine:
                     )
             self._image_shape = (int(rgb.shape[0]), int(rgb.shape[1]))
 
+    def _cache_key(self, rgb: np.ndarray) -> CacheKey:
+        """The embedding cache's key for an RGB uint8 image on this model and weights."""
+        return CacheKey(self.model_type, self.weights_sha256, image_hash(rgb))
+
     def encode_batch(self, images: Sequence[np.ndarray]) -> int:
         """Encode ``images`` into the embedding cache, :attr:`encode_batch_size` per encoder call, so that a later
         :meth:`set_image` of any of them is a cache hit; images already cached are skipped. Returns how many were
@@ -161,7 +165,7 @@ class TorchSamEngine:
         todo: dict[CacheKey, np.ndarray] = {}
         for image in images:
             rgb = to_rgb8(image)
-            key = CacheKey(self.model_type, self.weights_sha256, image_hash(rgb))
+            key = self._cache_key(rgb)
             if key not in todo and self.cache.get(key) is None:
                 todo[key] = rgb
         p = self.predictor
