@@ -31,7 +31,7 @@ MARK = "@@qupath-judge "
 def start(qupath_dir: Path) -> None:
     import jpype
 
-    options = ["-Djava.awt.headless=true", "-Xmx1g"]
+    options = ["-Djava.awt.headless=true", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
     runtime = qupath_dir / "lib" / "runtime"
     release = (runtime / "release").read_text(errors="replace") if (runtime / "release").is_file() else ""
     if 'JAVA_VERSION="17' not in release:
