@@ -101,6 +101,95 @@ def qupath_check(qupath_judges):
     return check
 
 
+class _Written:
+    """The project files under pytest's temporary folders, and the state QuPath last checked them in."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.seen: dict[Path, tuple[int, int]] = {}
+
+    def changed(self) -> tuple[set[Path], set[Path]]:
+        """(project folders, lone data.qpdata files) written since the last call."""
+        projects: set[Path] = set()
+        lone: set[Path] = set()
+        for root, _dirs, files in os.walk(self.base):
+            for name in files:
+                if name not in ("project.qpproj", "data.qpdata"):
+                    continue
+                path = Path(root) / name
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                state = (st.st_mtime_ns, st.st_size)
+                if self.seen.get(path) == state:
+                    continue
+                self.seen[path] = state
+                if name == "project.qpproj":
+                    projects.add(path.parent)
+                elif (path.parents[2] / "project.qpproj").exists():
+                    projects.add(path.parents[2])
+                else:
+                    lone.add(path)
+        return projects, lone
+
+
+@pytest.fixture(scope="session")
+def _lazy_judges(tmp_path_factory):
+    judges = Judges()
+    yield judges, _Written(tmp_path_factory.getbasetemp())
+    judges.close()
+
+
+def _readable_by_qpsam(project: Path | None, qpdata: list[Path]) -> bool:
+    """Files qpsam itself refuses (tests of corrupt input) are not QuPath's to judge."""
+    from qpsam.errors import QpsamError
+    from qpsam.project.qpdata import read_qpdata
+    from qpsam.project.qpproj import read_json
+
+    try:
+        if project is not None:
+            read_json(project / "project.qpproj", "project")
+        for path in qpdata:
+            read_qpdata(path)
+    except (QpsamError, OSError, ValueError):
+        return False
+    return True
+
+
+@pytest.fixture(autouse=True)
+def _qupath_reads_what_qpsam_wrote(request, _lazy_judges):
+    """After every test, QuPath's own reader (0.5.1, 0.6.0, 0.7.0) opens each project and ``data.qpdata`` the test
+    wrote under pytest's temporary folders, and must find exactly the objects qpsam reads there. Tests of files
+    that qpsam rightly refuses are passed over; ``@pytest.mark.no_qupath_check("why")`` opts a test out."""
+    yield
+    judges, written = _lazy_judges
+    projects, lone = written.changed()
+    if (not projects and not lone) or request.node.get_closest_marker("no_qupath_check"):
+        return
+    if getattr(request.node, "rep_call_failed", False):
+        return  # the test's own failure says more than a check of what it left behind
+    missing = judges.missing()
+    if missing:
+        if in_ci():
+            pytest.fail(f"QuPath is required in CI to check the files this test wrote: {'; '.join(missing.values())}")
+        return
+    for folder in sorted(projects):
+        if (folder / "project.qpproj").exists() and _readable_by_qpsam(folder, list(folder.glob("data/*/data.qpdata"))):
+            judges.check_project(folder)
+    for path in sorted(lone):
+        if path.exists() and _readable_by_qpsam(None, [path]):
+            judges.check_qpdata(path)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        item.rep_call_failed = True
+
+
 @pytest.fixture(scope="session")
 def paquo_version() -> str:
     """The QuPath version paquo runs in this process (skips, or fails in CI, when the paquo backend cannot run)."""

@@ -4,7 +4,8 @@ One JVM parses every script of a test session: :class:`GroovyParser` keeps a dri
 (``groovy_parse_driver.groovy``) that reads file paths on stdin and answers one JSON line per file, with the
 syntax errors and the calls Groovy's own parser saw (so tests read values back as Groovy understands them).
 
-The jar comes from ``scripts/get-groovy.sh`` (cached in ``.gl/``); ``QPSAM_GROOVY_JAR`` points elsewhere.
+The jar comes from ``tests/get-groovy.sh`` (cached beside the QuPath harness, outside the checkout);
+``QPSAM_GROOVY_JAR`` points elsewhere.
 
 Command line: ``python tests/groovy_parse.py FILE...`` prints every error and exits 1 if a file does not parse.
 """
@@ -31,10 +32,12 @@ JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Dfile.encoding=U
 
 
 def find_jar() -> Path | None:
-    """The Groovy 4 jar: ``$QPSAM_GROOVY_JAR`` or the one ``scripts/get-groovy.sh`` caches in ``.gl/``."""
+    """The Groovy 4 jar: ``$QPSAM_GROOVY_JAR`` or the one ``tests/get-groovy.sh`` caches beside the harness."""
     env = os.environ.get("QPSAM_GROOVY_JAR")
     candidates = [Path(env)] if env else []
-    candidates.append(ROOT / ".gl" / f"groovy-{GROOVY_VERSION}.jar")
+    home = os.environ.get("QPSAM_QUPATH_HOME")
+    harness = Path(home) if home else Path.home() / ".cache" / "qpsam" / "qupath"
+    candidates += [harness / "groovy" / f"groovy-{GROOVY_VERSION}.jar", ROOT / ".gl" / f"groovy-{GROOVY_VERSION}.jar"]
     for path in candidates:
         if path.is_file():
             return path
@@ -53,7 +56,7 @@ def unavailable_reason() -> str | None:
     if find_java() is None:
         return "Java is not installed (needed to run Groovy 4)"
     if find_jar() is None:
-        return f"Groovy {GROOVY_VERSION} jar missing: run scripts/get-groovy.sh (fetches it from npm)"
+        return f"Groovy {GROOVY_VERSION} jar missing: run tests/get-groovy.sh (fetches it from npm)"
     return None
 
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 VERSIONS = ("0.5.1", "0.6.0", "0.7.0")
 DEFAULT_VERSION = "0.7.0"
@@ -28,6 +28,7 @@ MARK = "@@qupath-judge "
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("QPSAM_SHARED", REPO.parent / "shared"))
 TOLERANCE = 1e-4
+T = TypeVar("T")
 
 
 def qupath_home() -> Path:
@@ -59,7 +60,7 @@ def in_ci() -> bool:
 
 def groovy_jar() -> Path | None:
     env = os.environ.get("QPSAM_GROOVY_JAR")
-    for path in ([Path(env)] if env else []) + [REPO / ".gl" / "groovy-4.0.26.jar"]:
+    for path in ([Path(env)] if env else []) + [qupath_home() / "groovy" / "groovy-4.0.26.jar"]:
         if path.is_file():
             return path
     return None
@@ -243,6 +244,16 @@ class Judges:
             self._judges[version] = QuPathJudge(version)
         return self._judges[version]
 
+    def _fresh_if_class_colours_differ(self, version: str, judge: Callable[[], tuple[list[str], T]]
+                                       ) -> tuple[list[str], T]:
+        """QuPath keeps one ``PathClass`` per name for the life of its JVM, with the colour of the first file that
+        named it: a colour that differs may be an earlier file's. Ask a fresh JVM before calling it a difference."""
+        found, value = judge()
+        if any("class colour differs" in problem for problem in found):
+            self._judges.pop(version).close()
+            found, value = judge()
+        return found, value
+
     def close(self) -> None:
         for judge in self._judges.values():
             judge.close()
@@ -256,11 +267,16 @@ class Judges:
         problems: list[str] = []
         n = 0
         for version in self.versions:
-            theirs = self[version].hierarchy(path)
-            compare_trees(ours, theirs, f"[QuPath {version}] {path}: ", problems)
-            if expected is not None:
-                compare_trees(expected, theirs, f"[QuPath {version} vs expected] {path}: ", problems)
-            n = count(theirs)
+            def judge(version: str = version) -> tuple[list[str], int]:
+                found: list[str] = []
+                theirs = self[version].hierarchy(path)
+                compare_trees(ours, theirs, f"[QuPath {version}] {path}: ", found)
+                if expected is not None:
+                    compare_trees(expected, theirs, f"[QuPath {version} vs expected] {path}: ", found)
+                return found, count(theirs)
+
+            found, n = self._fresh_if_class_colours_differ(version, judge)
+            problems += found
         if problems:
             raise AssertionError("QuPath reads the file differently:\n" + "\n".join(problems[:40]))
         return n
@@ -278,19 +294,24 @@ class Judges:
         problems: list[str] = []
         counts: dict[int, int] = {}
         for version in self.versions:
-            loaded = self[version].project(folder / "project.qpproj")
-            ids = [int(e["id"]) for e in loaded["entries"]]
-            if sorted(ids) != sorted(ours_entries):
-                problems.append(f"[QuPath {version}] {folder}: entries {sorted(ids)}, qpsam {sorted(ours_entries)}")
-            for entry in loaded["entries"]:
-                entry_id = int(entry["id"])
-                data = folder / "data" / str(entry_id) / "data.qpdata"
-                ours = read_qpdata(data).objects if data.exists() else []
-                where = f"[QuPath {version}] {folder.name} entry {entry_id}: "
-                compare_trees(ours, entry["objects"], where, problems)
-                if expected is not None and entry_id in expected:
-                    compare_trees(expected[entry_id], entry["objects"], where + "(vs expected) ", problems)
-                counts[entry_id] = count(entry["objects"])
+            def judge(version: str = version) -> tuple[list[str], None]:
+                found: list[str] = []
+                loaded = self[version].project(folder / "project.qpproj")
+                ids = [int(e["id"]) for e in loaded["entries"]]
+                if sorted(ids) != sorted(ours_entries):
+                    found.append(f"[QuPath {version}] {folder}: entries {sorted(ids)}, qpsam {sorted(ours_entries)}")
+                for entry in loaded["entries"]:
+                    entry_id = int(entry["id"])
+                    data = folder / "data" / str(entry_id) / "data.qpdata"
+                    ours = read_qpdata(data).objects if data.exists() else []
+                    where = f"[QuPath {version}] {folder.name} entry {entry_id}: "
+                    compare_trees(ours, entry["objects"], where, found)
+                    if expected is not None and entry_id in expected:
+                        compare_trees(expected[entry_id], entry["objects"], where + "(vs expected) ", found)
+                    counts[entry_id] = count(entry["objects"])
+                return found, None
+
+            problems += self._fresh_if_class_colours_differ(version, judge)[0]
         if expected is not None:
             for entry_id in expected:
                 if entry_id not in counts:

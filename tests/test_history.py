@@ -19,13 +19,14 @@ from qpsam.errors import ProjectError
 from qpsam.geometry import Region
 from qpsam.groovy import AutomaskSpec, DetectionSpec, SequenceSpec, VideoPrompt, script_for
 from qpsam.objects import PathObject
+from qpsam.project import open_project
 
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
     folder = tmp_path / "my project"
-    folder.mkdir()
-    (folder / "project.qpproj").write_text('{"version": "0.6.0", "images": []}', encoding="utf-8")
+    with open_project(folder, "x", backend="native"):
+        pass
     return folder
 
 

