@@ -9,13 +9,16 @@ ImageJ server). Other wrappers must name their type and point to the paquo backe
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
-from qupath_judge import VERSIONS
+from qupath_judge import VERSIONS, compare_trees
 from shapely.geometry import Point
 
 from qpsam.errors import ImageReadError
@@ -227,29 +230,46 @@ def _disc_image(path: Path) -> None:
 @pytest.mark.qupath
 @pytest.mark.weights
 def test_prompts_and_results_are_in_the_entrys_own_coordinates(qupath_judges, qupath_check, mobile_sam,
-                                                                tmp_path, capsys) -> None:
-    """MobileSAM from the CLI on a rotated and a flipped-and-cropped entry: a point prompt on the disc where QuPath
-    shows it gives the disc where QuPath shows it."""
-    from qpsam.cli import main
+                                                                tmp_path) -> None:
+    """MobileSAM on a rotated and on a cropped-and-flipped entry, from Python and from the CLI: a point prompt on
+    the disc where QuPath shows it gives the disc where QuPath shows it."""
+    from qpsam.jobs import EngineSpec, detect
 
     _disc_image(tmp_path / "disc.tif")
     # Rotated 90° clockwise, (x, y) -> (120 - y, x); cropped to (8, 4, 120, 100) then flipped horizontally,
     # (x, y) -> (120 - (x - 8), y - 4).
     cases = {"disc-rot90": ([["rotate", "ROTATE_90"]], (120 - 30, 40)),
              "disc-crop-flip": ([["crop", [8, 4, 120, 100]], ["flip", "HORIZONTAL"]], (120 - (40 - 8), 30 - 4))}
-    project_dir = tmp_path / "project"
-    qupath_judges["0.7.0"].ask(op="make_project", path=str(project_dir), entries=[
-        {"name": name, "image": str(tmp_path / "disc.tif"), "wrap": wrap} for name, (wrap, _) in cases.items()])
-    with open_project(project_dir, "r+", backend="native") as project:
-        for name, (_, (cx, cy)) in cases.items():
+    for name, (wrap, (cx, cy)) in cases.items():
+        project_dir = tmp_path / name
+        qupath_judges["0.7.0"].ask(op="make_project", path=str(project_dir),
+                                   entries=[{"name": name, "image": str(tmp_path / "disc.tif"), "wrap": wrap}])
+        with open_project(project_dir, "r+", backend="native") as project:
             project.entry(name).add_objects([PathObject(Point(cx, cy), path_class=PathClass("Disc"))])
-    code = main(["detect", str(project_dir), "--model", "vit_t", "--engine", "torch", "--device", "cpu"])
-    assert code == 0, capsys.readouterr()
-    with open_project(project_dir, "r", backend="native") as project:
-        for name, (_, (cx, cy)) in cases.items():
+        if name == "disc-rot90":
+            with open_project(project_dir, "r+", backend="native") as project:
+                report = detect(project, engine=EngineSpec("vit_t", engine="torch", device="cpu"))
+            assert report.ok, report
+        else:
+            # The CLI where no QuPath is found: ``auto`` is the native backend.
+            env = {k: v for k, v in os.environ.items() if k != "PAQUO_QUPATH_DIR"}
+            env["PAQUO_QUPATH_SEARCH_DIRS"] = json.dumps([str(tmp_path / "no-qupath")])
+            done = subprocess.run([sys.executable, "-m", "qpsam.cli", "detect", str(project_dir), "--model", "vit_t",
+                                   "--engine", "torch", "--device", "cpu"], env=env, capture_output=True, text=True,
+                                  timeout=600)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "1 image(s) done" in done.stdout
+        with open_project(project_dir, "r", backend="native") as project:
             results = [o for o in project.entry(name).objects if o.path_class == PathClass("Disc")]
-            assert len(results) == 1, name
-            expected = Point(cx, cy).buffer(18)
-            iou = results[0].geometry.intersection(expected).area / results[0].geometry.union(expected).area
-            assert iou > 0.85, (name, iou, results[0].geometry.bounds)
-    qupath_check(project_dir)  # QuPath reads the results where qpsam wrote them
+        assert len(results) == 1, name
+        expected = Point(cx, cy).buffer(18)
+        iou = results[0].geometry.intersection(expected).area / results[0].geometry.union(expected).area
+        assert iou > 0.85, (name, iou, results[0].geometry.bounds)
+        # QuPath reads the results where qpsam wrote them (a flipped entry needs QuPath 0.7).
+        if name == "disc-rot90":
+            qupath_check(project_dir)
+        else:
+            problems: list[str] = []
+            theirs = qupath_judges["0.7.0"].project(project_dir / "project.qpproj")["entries"][0]["objects"]
+            compare_trees(results, theirs, f"[QuPath 0.7.0] {name}: ", problems)
+            assert not problems, problems
