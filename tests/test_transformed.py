@@ -273,3 +273,22 @@ def test_prompts_and_results_are_in_the_entrys_own_coordinates(qupath_judges, qu
             theirs = qupath_judges["0.7.0"].project(project_dir / "project.qpproj")["entries"][0]["objects"]
             compare_trees(results, theirs, f"[QuPath 0.7.0] {name}: ", problems)
             assert not problems, problems
+
+
+@pytest.mark.paquo
+def test_the_paquo_backend_reads_every_wrapper_as_qupath_does(paquo_version, qupath_judges, tmp_path) -> None:
+    """Through paquo, QuPath builds the entry's own server: transformed entries and the wrappers the native backend
+    refuses give QuPath's pixels (the judge runs the same QuPath version in its own process)."""
+    images = _images(tmp_path)
+    specs = _entries(images, paquo_version) + _other_entries(images, paquo_version)
+    judge = qupath_judges[paquo_version]
+    project_file = tmp_path / "project" / "project.qpproj"
+    judge.ask(op="make_project", path=str(project_file.parent), entries=specs)
+    with open_project(project_file, "r", backend="paquo") as project:
+        for spec in specs:
+            entry = project.entry(spec["name"])
+            for region in _regions(entry.width, entry.height)[:2]:  # inside the entry: no edge quirks
+                theirs = _qupath_region(judge, project_file, entry.id, region, tmp_path / "region.npy")
+                ours = entry.read_region(region)
+                assert ours.shape == theirs.shape and np.array_equal(ours.astype(np.float64), theirs), \
+                    (spec["name"], region)
