@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -181,6 +182,22 @@ def test_downsampled_reads_turn_the_read_of_the_wrapped_image(built) -> None:
             assert np.array_equal(project.entry("flipH").read_region(Region(0, 0, W, H, downsample)), full[:, ::-1])
             crop = plain.read_region(Region(13, 7, 61, 45, downsample))
             assert np.array_equal(project.entry("crop").read_region(Region(0, 0, 61, 45, downsample)), crop)
+        # Readers travel to Dask workers: a pickled chain reads the same.
+        chain = project.entry("import-rot90-flipH").reader()
+        region = Region(3, 4, 50, 60, 2.0)
+        assert np.array_equal(pickle.loads(pickle.dumps(chain)).read_region(region), chain.read_region(region))
+
+
+@pytest.mark.qupath
+def test_cli_info_reports_the_entrys_own_size(built, capsys) -> None:
+    from qpsam.cli import main
+
+    assert main(["info", str(built["0.7.0"]), "--backend", "native", "--json"]) == 0
+    images = {i["name"]: i for i in json.loads(capsys.readouterr().out)["images"]}
+    assert (images["rot90"]["width"], images["rot90"]["height"]) == (H, W)
+    assert (images["import-rot270"]["width"], images["import-rot270"]["height"]) == (H, W)
+    assert (images["crop-rot90"]["width"], images["crop-rot90"]["height"]) == (53, 70)
+    assert (images["flipV"]["width"], images["flipV"]["height"]) == (W, H)
 
 
 @pytest.mark.qupath
