@@ -107,6 +107,9 @@ def _qupath_region(judge, project: Path, entry_id: int, region: Region, out: Pat
 
 
 def _regions(width: int, height: int) -> list[Region]:
+    # At downsample 1 only: downsampled, even the plain image's reads differ from QuPath's ImageJ server (it
+    # resizes with ImageJ's area averaging and rounds sizes half up), so the wrappers are checked against qpsam's
+    # own plain read there (test_downsampled_reads_turn_the_read_of_the_wrapped_image).
     return [Region(0, 0, width, height),                       # the whole entry
             Region(5, 9, 40, 30),                              # inside
             Region(width - 20, height - 15, 40, 30),           # over the right and bottom edges
