@@ -107,8 +107,9 @@ def parse_builder(builder: Any) -> tuple[dict[str, Any], list[Transform]]:
             return dict(current), chain[::-1]
         if kind not in NATIVE_WRAPPERS:
             raise ImageReadError(
-                f"server type {kind!r} (a QuPath {kind} image server) is not read by the native backend; "
-                "use --backend paquo (backend='paquo' in Python), which builds QuPath's own server")
+                f"server type {kind!r} is not read by the native backend (it reads images and their 'rotated', "
+                "'flipped' and 'cropped' wrappers); use --backend paquo (backend='paquo' in Python), which builds "
+                "QuPath's own server")
         chain.append(parse_wrapper(current))
         current = current.get("builder")
 
@@ -230,9 +231,8 @@ def _describe(transform: Transform) -> str:
     if transform.kind == "rotated":
         return f"rotated {transform.rotation}°"
     if transform.kind == "flipped":
-        return "flipped " + {(True, False): "horizontally", (False, True): "vertically",
-                             (True, True): "both ways", (False, False): "not at all"}[(transform.flip_x,
-                                                                                        transform.flip_y)]
+        ways = {(True, False): "horizontally", (False, True): "vertically", (True, True): "both ways"}
+        return "flipped " + ways.get((transform.flip_x, transform.flip_y), "not at all")
     return f"cropped to {transform.crop}"
 
 
