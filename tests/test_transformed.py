@@ -262,13 +262,16 @@ def test_prompts_and_results_are_in_the_entrys_own_coordinates(qupath_judges, qu
              "disc-crop-flip": ([["crop", [8, 4, 120, 100]], ["flip", "HORIZONTAL"]], (120 - (40 - 8), 30 - 4))}
     for name, (wrap, (cx, cy)) in cases.items():
         project_dir = tmp_path / name
-        qupath_judges["0.7.0"].ask(op="make_project", path=str(project_dir),
-                                   entries=[{"name": name, "image": str(tmp_path / "disc.tif"), "wrap": wrap}])
+        # Beside it, an affine entry with a prompt: the native backend refuses its pixels.
+        qupath_judges["0.7.0"].ask(op="make_project", path=str(project_dir), entries=[
+            {"name": name, "image": str(tmp_path / "disc.tif"), "wrap": wrap},
+            {"name": "disc-affine", "image": str(tmp_path / "disc.tif"), "wrap": [["affine", [1, 0, 0, 1, 3, 2]]]}])
         with open_project(project_dir, "r+", backend="native") as project:
-            project.entry(name).add_objects([PathObject(Point(cx, cy), path_class=PathClass("Disc"))])
+            for entry in (project.entry(name), project.entry("disc-affine")):
+                entry.add_objects([PathObject(Point(cx, cy), path_class=PathClass("Disc"))])
         if name == "disc-rot90":
             with open_project(project_dir, "r+", backend="native") as project:
-                report = detect(project, engine=EngineSpec("vit_t", engine="torch", device="cpu"))
+                report = detect(project, [name], engine=EngineSpec("vit_t", engine="torch", device="cpu"))
             assert report.ok, report
         else:
             # The CLI where no QuPath is found: ``auto`` is the native backend.
@@ -277,8 +280,10 @@ def test_prompts_and_results_are_in_the_entrys_own_coordinates(qupath_judges, qu
             done = subprocess.run([sys.executable, "-m", "qpsam.cli", "detect", str(project_dir), "--model", "vit_t",
                                    "--engine", "torch", "--device", "cpu"], env=env, capture_output=True, text=True,
                                   timeout=600)
-            assert done.returncode == 0, done.stdout + done.stderr
-            assert "1 image(s) done" in done.stdout
+            assert done.returncode == 1, done.stdout + done.stderr  # one image failed
+            assert "1 image(s) done, 0 skipped, 1 failed" in done.stdout
+            failed = [line for line in done.stdout.splitlines() if "disc-affine" in line]
+            assert len(failed) == 1 and "server type 'affine'" in failed[0] and "--backend paquo" in failed[0]
         with open_project(project_dir, "r", backend="native") as project:
             results = [o for o in project.entry(name).objects if o.path_class == PathClass("Disc")]
         assert len(results) == 1, name
@@ -290,7 +295,8 @@ def test_prompts_and_results_are_in_the_entrys_own_coordinates(qupath_judges, qu
             qupath_check(project_dir)
         else:
             problems: list[str] = []
-            theirs = qupath_judges["0.7.0"].project(project_dir / "project.qpproj")["entries"][0]["objects"]
+            loaded = qupath_judges["0.7.0"].project(project_dir / "project.qpproj")["entries"]
+            theirs = next(e for e in loaded if e["name"] == name)["objects"]
             compare_trees(results, theirs, f"[QuPath 0.7.0] {name}: ", problems)
             assert not problems, problems
 
