@@ -10,6 +10,13 @@ version per process. It reads one JSON request per line on stdin and answers one
   "z":.., "t":.., "out": F}``: the entry's server (``entry.readImageData().getServer()``) reads a region, written
   to ``F`` as a ``.npy`` array (height, width, channels);
 - ``{"op": "server", "project": P, "entry": ID}``: the entry's server type, size and planes.
+- ``{"op": "make_project", "path": DIR, "entries": [{"image": F, "name": N, "import_args": [...],
+  "wrap": [[STEP, ARG], ...], "save_data": true}, ...]}``: a new project written by QuPath itself
+  (``Projects.createProject``, ``project.addImage``, ``entry.saveImageData``, ``project.syncChanges``). Each entry
+  is the image ``F`` opened as QuPath's import does (``ImageServers.getImageSupport`` with ``import_args``, e.g.
+  ``["--rotate", "ROTATE_90"]``), then wrapped step by step with ``TransformedServerBuilder`` (see ``_wrap``).
+  ``save_data: false`` adds the import's builder alone (no ``data.qpdata``), as QuPath's import does for an image
+  without a type. Answers each entry's id.
 
 Objects come back as nested dicts (type, class, colours as QuPath's packed ARGB ints, name, locked, measurements
 with ``"NaN"``, plane, id, ROI class, WKB in hex, nucleus, children). Errors come back as ``{"error": "..."}``.
@@ -40,9 +47,10 @@ def start(qupath_dir: Path) -> None:
                    classpath=[str(qupath_dir / "lib" / "app" / "*")], convertStrings=False)
     import jpype.imports  # noqa: F401 - makes ``from qupath.lib... import ...`` work
 
-    # Headless, QuPath registers its Gson adapters in these classes' static initialisers: touch them first.
+    # Headless, QuPath registers its Gson adapters in these classes' static initialisers: touch them first
+    # (QP's registers the adapter of ColorTransform, which ``color`` server builders hold).
     for name in ("qupath.lib.images.servers.ImageServers", "qupath.lib.color.ColorModels",
-                 "qupath.lib.objects.PathObjectPredicates"):
+                 "qupath.lib.objects.PathObjectPredicates", "qupath.lib.scripting.QP"):
         jpype.JClass("java.lang.Class").forName(name)
 
 
@@ -141,6 +149,84 @@ def _entry(project: Any, entry_id: Any) -> Any:
     raise KeyError(f"no entry {entry_id} in the project")
 
 
+def _wrap(server: Any, step: str, arg: Any) -> Any:
+    """One ``TransformedServerBuilder`` step (the wrappers QuPath makes on import or from scripts)."""
+    from jpype import JArray, JDouble, JInt
+    from qupath.lib.images.servers import RotatedImageServer, TransformedServerBuilder
+    from qupath.lib.regions import ImageRegion
+
+    builder = TransformedServerBuilder(server)
+    if step == "rotate":  # arg: ROTATE_90 | ROTATE_180 | ROTATE_270
+        return builder.rotate(RotatedImageServer.Rotation.valueOf(arg)).build()
+    if step == "flip":  # arg: HORIZONTAL | VERTICAL | BOTH (QuPath 0.7+)
+        from qupath.lib.images.servers import FlippedImageServer
+
+        return builder.flip(FlippedImageServer.Flip.valueOf(arg)).build()
+    if step == "crop":  # arg: [x, y, width, height]
+        x, y, w, h = (int(v) for v in arg)
+        return builder.crop(ImageRegion.createInstance(x, y, w, h, 0, 0)).build()
+    if step == "extract":  # arg: channel indices (a ``color`` server)
+        return builder.extractChannels(JArray(JInt)([int(c) for c in arg])).build()
+    if step == "concat":  # arg: ignored; the server's channels twice (a ``channels`` server)
+        from java.util import List as JList
+
+        return builder.concatChannels(JList.of(server)).build()
+    if step == "affine":  # arg: [m00, m10, m01, m11, m02, m12]
+        from java.awt.geom import AffineTransform
+
+        return builder.transform(AffineTransform(*(float(v) for v in arg))).build()
+    if step == "deconvolve":  # arg: stain numbers (H&E default stains)
+        from qupath.lib.color import ColorDeconvolutionStains
+
+        stains = ColorDeconvolutionStains.makeDefaultColorDeconvolutionStains(
+            ColorDeconvolutionStains.DefaultColorDeconvolutionStains.H_E)
+        return builder.deconvolveStains(stains, JArray(JInt)([int(c) for c in arg])).build()
+    if step == "offset":  # arg: offsets per channel (QuPath 0.6+: a ``normalized`` server)
+        return builder.subtractOffset(JArray(JDouble)([float(v) for v in arg])).build()
+    if step == "z_project":  # arg: MAX | MIN | MEAN | ... (QuPath 0.6+)
+        from qupath.lib.images.servers import ZProjectedImageServer
+
+        return builder.zProject(ZProjectedImageServer.Projection.valueOf(arg)).build()
+    if step == "sparse":  # arg: [x, y, width, height] of the one region
+        from qupath.lib.images.servers import SparseImageServer
+
+        x, y, w, h = (int(v) for v in arg)
+        return SparseImageServer.Builder().serverRegion(ImageRegion.createInstance(x, y, w, h, 0, 0), 1.0,
+                                                        server).build()
+    raise ValueError(f"unknown wrapping step {step!r}")
+
+
+def make_project(request: dict[str, Any]) -> dict[str, Any]:
+    from java.awt.image import BufferedImage
+    from java.io import File
+    from qupath.lib.images import ImageData
+    from qupath.lib.images.servers import ImageServers
+    from qupath.lib.projects import Projects
+
+    folder = Path(request["path"])
+    folder.mkdir(parents=True, exist_ok=True)  # QuPath takes a name with a dot for a file, not a folder
+    project = Projects.createProject(File(str(folder)), BufferedImage)
+    answers = []
+    for spec in request["entries"]:
+        uri = File(spec["image"]).toURI()
+        support = ImageServers.getImageSupport(uri, *[str(a) for a in spec.get("import_args", [])])
+        if support is None or support.getBuilders().isEmpty():
+            raise ValueError(f"QuPath cannot open {spec['image']}")
+        builder = support.getBuilders().get(0)
+        if spec.get("save_data", True):
+            server = builder.build()
+            for step, arg in spec.get("wrap", []):
+                server = _wrap(server, step, arg)
+            entry = project.addImage(server.getBuilder())
+            entry.saveImageData(ImageData(server))
+        else:
+            entry = project.addImage(builder)
+        entry.setImageName(spec.get("name", Path(spec["image"]).name))
+        answers.append({"id": str(entry.getID())})
+    project.syncChanges()
+    return {"entries": answers}
+
+
 def handle(request: dict[str, Any]) -> dict[str, Any]:
     from java.nio.file import Paths
     from qupath.lib.io import PathIO
@@ -172,6 +258,8 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         finally:
             for extra in set(_leave_as_found(folder)) - set(before):
                 shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
+    if op == "make_project":
+        return make_project(request)
     if op in ("region", "server"):
         import numpy as np
 
@@ -195,8 +283,11 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
             image = server.readRegion(request_)
             raster = image.getRaster()
             w, h, bands = int(raster.getWidth()), int(raster.getHeight()), int(raster.getNumBands())
-            planes = [np.asarray(raster.getSamples(0, 0, w, h, b, None), dtype=np.float64).reshape(h, w)
-                      for b in range(bands)]
+            from jpype import JArray, JDouble
+
+            # A typed buffer: with None, JPype cannot choose between the int/float/double overloads.
+            planes = [np.asarray(raster.getSamples(0, 0, w, h, b, JArray(JDouble)(w * h)), dtype=np.float64)
+                      .reshape(h, w) for b in range(bands)]
             np.save(request["out"], np.stack(planes, axis=-1))
             return {"shape": [h, w, bands]}
         finally:

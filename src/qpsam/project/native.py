@@ -27,6 +27,7 @@ from qpsam.objects import PathClass, PathObject, walk
 from . import hierarchy as hy
 from . import pixels as px
 from . import qpproj as pj
+from . import transforms as tf
 from .qpdata import QpData, new_qpdata, read_qpdata, summarize, write_qpdata
 
 __all__ = ["NativeProject", "NativeEntry", "ProjectLock", "MODES"]
@@ -378,28 +379,21 @@ class NativeEntry:
                 "sizeT": meta.get("sizeT", 1)}
 
     # -- pixels -------------------------------------------------------------------------------------------------
-    def reader(self) -> px.ImageReader:
-        """The open image (kept open until :meth:`close`)."""
+    def reader(self) -> px.ImageReader | tf.TransformedReader:
+        """The open image (kept open until :meth:`close`), seen through the entry's rotation, flip or crop."""
         if self._reader is None:
-            builder = self.server_builder
+            try:
+                image_builder, transforms = tf.parse_builder(self.server_builder)
+            except ImageReadError as exc:
+                raise ImageReadError(f"entry {self.id} ({self.name!r}): {exc}") from None
             uri = self.uri
-            if builder.get("builderType", "uri") != "uri":
-                raise ImageReadError(f"entry {self.id} ({self.name!r}): server type {builder.get('builderType')!r} "
-                                     "is not supported by the native backend (use backend='paquo')")
             path = self.image_path
             if path is None:
                 raise ImageReadError(
                     f"entry {self.id} ({self.name!r}): image not found at {uri}; move it back or update the "
                     "project's image paths (Project.relocate)")
-            series = 0
-            args = list(builder.get("args", []))
-            if "--series" in args:
-                try:
-                    series = int(args[args.index("--series") + 1])
-                except (IndexError, ValueError):
-                    series = 0
             try:
-                self._reader = px.open_image(path, series)
+                self._reader = tf.wrap(px.open_image(path, _builder_series(image_builder)), transforms)
             except ImageReadError as exc:
                 raise ImageReadError(f"entry {self.id} ({self.name!r}), {uri}: {exc}") from exc
         return self._reader
@@ -723,7 +717,12 @@ def truncate_project(folder: Path, keep: Path | None = None) -> Path:
 
 
 def _series(entry: NativeEntry) -> int:
-    args = list(entry.server_builder.get("args", []))
+    return _builder_series(pj.image_builder(entry.server_builder) or {})
+
+
+def _builder_series(builder: Mapping[str, Any]) -> int:
+    """The image series a ``uri`` builder opens (Bio-Formats' ``--series N``; 0 without it)."""
+    args = list(builder.get("args", []) or [])
     if "--series" in args:
         try:
             return int(args[args.index("--series") + 1])

@@ -20,7 +20,7 @@ import numpy as np
 from qpsam.errors import ImageReadError
 from qpsam.geometry import Region
 
-__all__ = ["ChannelDisplay", "ChannelInfo", "ImageReader", "open_image", "DEFAULT_COLORS", "displays_from_property",
+__all__ = ["ChannelDisplay", "ChannelInfo", "ImageReader", "RegionRenderer", "open_image", "DEFAULT_COLORS", "displays_from_property",
            "render_pixels"]
 
 #: QuPath's default channel colours for fluorescence: red, green, blue, then yellow, cyan, magenta, ...
@@ -50,8 +50,21 @@ class ChannelInfo:
     color: tuple[int, int, int] | None = None
 
 
+class RegionRenderer:
+    """RGB views of regions for readers that have ``read_region``, ``default_display`` and channel metadata."""
+
+    def render_rgb(self, region: Region, display: Sequence[ChannelDisplay] | None = None,
+                   channels: Sequence[int] | None = None) -> np.ndarray:
+        """An 8-bit RGB view of ``region``: each shown channel scaled by its display range and tinted by its colour."""
+        raw = self.read_region(region)
+        if self.is_rgb and display is None and channels is None:
+            return np.ascontiguousarray(raw[:, :, :3])
+        display = list(display) if display is not None else self.default_display()
+        return render_pixels(raw, display, channels)
+
+
 @dataclass
-class ImageReader:
+class ImageReader(RegionRenderer):
     """An image file: its size, planes, channels, pyramid levels, and region reads.
 
     Axes are normalised to (T, Z, C, Y, X) per level. Readers are cheap to pickle (the file is reopened lazily), so
@@ -277,7 +290,7 @@ class ImageReader:
             "preferredTileWidth": min(tile_w, self.width), "preferredTileHeight": min(tile_h, self.height),
         }
 
-    # -- rendering
+    # -- rendering (render_rgb: RegionRenderer)
     def default_display(self) -> list[ChannelDisplay]:
         """Display ranges from the lowest-resolution level: 0.1-99.9 percentiles per channel (uint8 RGB: 0-255)."""
         if self.is_rgb or self.dtype == np.uint8 and self.size_c in (1, 3):
@@ -290,21 +303,6 @@ class ImageReader:
             lo, hi = np.percentile(thumb[:, :, i], [0.1, 99.9])
             out.append(ChannelDisplay(self.channel_names[i], self.channel_colors[i], float(lo), float(max(hi, lo + 1))))
         return out
-
-    def render_rgb(self, region: Region, display: Sequence[ChannelDisplay] | None = None,
-                   channels: Sequence[int] | None = None) -> np.ndarray:
-        """An 8-bit RGB view of ``region``: each shown channel scaled by its display range and tinted by its colour."""
-        raw = self.read_region(region)
-        if self.is_rgb and display is None and channels is None:
-            return np.ascontiguousarray(raw[:, :, :3])
-        display = list(display) if display is not None else self.default_display()
-        shown = list(channels) if channels is not None else list(range(self.size_c))
-        rgb = np.zeros(raw.shape[:2] + (3,), np.float32)
-        for c in shown:
-            d = display[c]
-            scaled = np.clip((raw[:, :, c].astype(np.float32) - d.minimum) / (d.maximum - d.minimum), 0, 1)
-            rgb += scaled[:, :, None] * (np.asarray(d.color, np.float32) / 255.0)
-        return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 _PIXEL_TYPES = {"uint8": "UINT8", "int8": "INT8", "uint16": "UINT16", "int16": "INT16", "uint32": "UINT32",

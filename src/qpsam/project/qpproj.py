@@ -28,6 +28,7 @@ __all__ = [
     "new_project_json",
     "new_entry_json",
     "builder_uri",
+    "image_builder",
     "set_builder_uri",
     "builder_metadata",
     "uri_to_path",
@@ -161,6 +162,11 @@ def _uri_builders(builder: Any) -> Iterator[dict[str, Any]]:
             yield from _uri_builders(region.get("builder") or region.get("serverBuilder"))
 
 
+def image_builder(builder: Any) -> dict[str, Any] | None:
+    """The ``uri`` builder of the image file inside a (possibly wrapping) server builder (the first one)."""
+    return next(_uri_builders(builder), None)
+
+
 def builder_uri(builder: Any) -> str | None:
     """The image URI of a server builder (the first one, for builders that wrap others)."""
     return next((b["uri"] for b in _uri_builders(builder)), None)
@@ -177,12 +183,21 @@ def set_builder_uri(builder: Any, old: str, new: str) -> int:
 
 
 def builder_metadata(builder: Any) -> dict[str, Any] | None:
-    """The ``metadata`` block of a server builder (outermost first)."""
+    """The ``metadata`` block of a server builder (outermost first). A rotation, flip or crop written without its
+    own block (QuPath's rotate-on-import builder) reports the wrapped image's block turned as the wrapper turns it."""
     if not isinstance(builder, dict):
         return None
     if isinstance(builder.get("metadata"), dict):
         return builder["metadata"]
-    return builder_metadata(builder.get("builder"))
+    inner = builder_metadata(builder.get("builder"))
+    if inner is not None and builder.get("builderType") in ("rotated", "flipped", "cropped"):
+        from .transforms import parse_wrapper, transform_metadata
+
+        try:
+            return transform_metadata(inner, parse_wrapper(builder))
+        except ProjectError:
+            return inner
+    return inner
 
 
 def uri_to_path(uri: str) -> Path | None:
