@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional
+import math
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable, Optional
 
 import numpy as np
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from .. import __version__
 from ..engines.base import SAM2_TYPES, AutomaskParams, Mask, OutputType, Prompt
 from ..errors import ModelError, PromptError, QpsamError, WeightsError
+from .echo import clip, clip_detail, validation_detail
 from .features import mask_features
 from .guard import Guard
 from .host import EngineFactory, ModelHost, ModelUnavailable
 from .images import ImageTooLarge, decode_b64_image, decode_image_bytes
+from .limits import batch_for_memory, check_automask
 from .schemas import AutoMaskBody, ModelType, SAM3Body, SAMBody, VideoBody, WeightsBody
 from .settings import Settings
+from .shutdown import ServerStopping, Shutdown
 from .uploads import UploadStore
 from .weights_api import CheckpointRejected, WeightsService
 
@@ -58,8 +64,38 @@ def _quiet_polling() -> None:
         access.addFilter(_QuietPolling())
 
 
+class _QuietUpgrades(logging.Filter):
+    """Drops uvicorn's two warnings about upgrade offers it declines.
+
+    Java's HttpClient (the QuPath extension) offers HTTP/2 with ``Connection: Upgrade, HTTP2-Settings`` and
+    ``Upgrade: h2c`` on every plain-HTTP request; uvicorn answers over HTTP/1.1, as it should, but warned twice
+    per request. This app has no WebSocket endpoint, so no upgrade is ever taken up and the warnings say nothing.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not message.startswith(("Unsupported upgrade request", "No supported WebSocket library detected"))
+
+
+def _quiet_upgrades() -> None:
+    errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _QuietUpgrades) for f in errors.filters):
+        errors.addFilter(_QuietUpgrades())
+
+
 def _error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
+    return JSONResponse({"detail": clip_detail(detail)}, status_code=status)
+
+
+def _finite(values: Any, what: str) -> tuple[float, ...]:
+    """``values`` as floats, or :class:`PromptError` when one is not a finite number (JSON allows Infinity)."""
+    try:
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError, OverflowError):
+        raise PromptError(f"{what} must hold numbers, got {clip(values)}") from None
+    if not all(math.isfinite(v) for v in numbers):
+        raise PromptError(f"{what} must hold finite numbers, got {clip(values)}")
+    return numbers
 
 
 def _default_factory() -> tuple[EngineFactory, Callable[[int], Any]]:
@@ -90,24 +126,24 @@ def _output_type(value: str) -> OutputType:
         if text.lower() in (member.label.lower(), member.value, member.extension_name.lower()):
             return member
     labels = ", ".join(repr(m.label) for m in OutputType)
-    raise PromptError(f"output_type {value!r} is not one of {labels}")
+    raise PromptError(f"output_type {clip(value)} is not one of {labels}")
 
 
 def _xyxy(box: list[float], what: str) -> tuple[float, float, float, float]:
     if len(box) != 4:
         raise PromptError(f"{what} must have 4 numbers, got {len(box)}")
-    x1, y1, x2, y2 = (float(v) for v in box)
+    x1, y1, x2, y2 = _finite(box, what)
     if x2 < x1 or y2 < y1:
-        raise PromptError(f"{what} must be [x1, y1, x2, y2] with x2 >= x1 and y2 >= y1, got {box}")
+        raise PromptError(f"{what} must be [x1, y1, x2, y2] with x2 >= x1 and y2 >= y1, got {clip(box)}")
     return x1, y1, x2, y2
 
 
 def _xywh_to_xyxy(box: list[float], what: str) -> tuple[float, float, float, float]:
     if len(box) != 4:
         raise PromptError(f"{what} must have 4 numbers [x, y, w, h], got {len(box)}")
-    x, y, w, h = (float(v) for v in box)
+    x, y, w, h = _finite(box, what)
     if w < 0 or h < 0:
-        raise PromptError(f"{what} must have width and height >= 0, got {box}")
+        raise PromptError(f"{what} must have width and height >= 0, got {clip(box)}")
     return x, y, x + w, y + h
 
 
@@ -120,11 +156,17 @@ def _prompt(bbox: Any, point_coords: Any, point_labels: Any, what: str = "reques
         raise PromptError(f"{what} has point_coords but no point_labels (1 foreground, 0 background)")
     if len(coords) != len(labels):
         raise PromptError(f"{what} has {len(coords)} point_coords but {len(labels)} point_labels")
+    points = []
     for p in coords:
         if not isinstance(p, (list, tuple)) or len(p) != 2:
-            raise PromptError(f"{what} point_coords must be [x, y] pairs, got {p!r}")
+            raise PromptError(f"{what} point_coords must be [x, y] pairs, got {clip(p)}")
+        points.append(_finite(p, f"{what} point_coords"))
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer() for v in labels):
+        raise PromptError(f"{what} point_labels must be integers (1 foreground, 0 background), got {clip(labels)}")
+    if any(int(v) not in (0, 1) for v in labels):
+        raise PromptError(f"{what} point_labels must be 0 (background) or 1 (foreground), got {clip(labels)}")
     try:
-        return Prompt(box=box, points=tuple((float(x), float(y)) for x, y in coords), labels=tuple(labels))
+        return Prompt(box=box, points=tuple((x, y) for x, y in points), labels=tuple(int(v) for v in labels))
     except ModelError as exc:
         raise PromptError(f"{what}: {exc}") from None
 
@@ -149,6 +191,7 @@ def create_app(
     settings = settings or Settings.from_env()
     assert settings.home is not None
     _quiet_polling()
+    _quiet_upgrades()
     from PIL import Image
 
     # Our own pixel limit answers 413 first; PIL's decompression-bomb check must not fire below it.
@@ -161,13 +204,25 @@ def create_app(
                 cache = False  # engines take False as "no cache" (None would mean their process-wide one)
             else:
                 cache = make_cache(settings.cache_bytes)
-    host = ModelHost(engine_factory, device=settings.device, max_models=settings.max_models, cache=cache)
-    weights = WeightsService(settings.home)
+    shutdown = Shutdown()
+    host = ModelHost(
+        engine_factory, device=settings.device, max_models=settings.max_models, cache=cache, shutdown=shutdown
+    )
+    weights = WeightsService(settings.home, shutdown=shutdown)
     uploads = UploadStore(settings.home / "videos", max_frames=settings.max_upload_frames, ttl_s=settings.upload_ttl_s)
     sam3_state: dict[tuple[str, str | None], dict[str, Any]] = {}
 
-    app = FastAPI(title="qpsam server (samapi protocol)", version=__version__)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        shutdown.follow_signals()  # inside uvicorn's own handling: SIGTERM sets our flag, then uvicorn's
+        try:
+            yield
+        finally:
+            shutdown.set()
+
+    app = FastAPI(title="qpsam server (samapi protocol)", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.shutdown = shutdown
     app.state.host = host
     app.state.weights = weights
     app.state.uploads = uploads
@@ -176,6 +231,15 @@ def create_app(
     @app.exception_handler(ImageTooLarge)
     async def _too_large(_: Request, exc: ImageTooLarge) -> JSONResponse:
         return _error(413, str(exc))
+
+    @app.exception_handler(ServerStopping)
+    async def _stopping(_: Request, exc: ServerStopping) -> JSONResponse:
+        return _error(503, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer repeats every input in full: a 1 MB string gave a 1 MB answer.
+        return JSONResponse({"detail": validation_detail(exc.errors())}, status_code=422)
 
     @app.exception_handler(ModelUnavailable)
     async def _unavailable(_: Request, exc: ModelUnavailable) -> JSONResponse:
@@ -274,27 +338,26 @@ def create_app(
     def automask(body: AutoMaskBody) -> JSONResponse:
         if body.type == "sam3":
             raise PromptError("automask does not run with sam3; use a SAM1 (vit_*) or SAM2 (sam2_*) type")
+        names = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
+                 "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio",
+                 "crop_n_points_downscale_factor", "min_mask_region_area")
+        # Bounded before anything else runs: crop_n_layers 50 once grew past 6 GB without answering.
+        values = check_automask(
+            {name: getattr(body, name) for name in names},
+            max_decodings=settings.max_automask_points,
+            max_crops=settings.max_automask_crops,
+            max_region_area=settings.max_image_pixels,
+        )
         try:
             params = AutomaskParams(
-                points_per_side=body.points_per_side,
-                points_per_batch=body.points_per_batch,
-                pred_iou_thresh=body.pred_iou_thresh,
-                stability_score_thresh=body.stability_score_thresh,
-                stability_score_offset=body.stability_score_offset,
-                box_nms_thresh=body.box_nms_thresh,
-                crop_n_layers=body.crop_n_layers,
-                crop_nms_thresh=body.crop_nms_thresh,
-                crop_overlap_ratio=body.crop_overlap_ratio,
-                crop_n_points_downscale_factor=body.crop_n_points_downscale_factor,
-                min_mask_region_area=body.min_mask_region_area,
-                output=_output_type(body.output_type),
-                include_image_edge=body.include_image_edge,
+                **values, output=_output_type(body.output_type), include_image_edge=body.include_image_edge
             )
         except ModelError as exc:
             raise PromptError(str(exc)) from None
         image = decode(body.b64img)
+        params = batch_for_memory(params, image.shape[0], image.shape[1], settings.automask_batch_bytes)
         engine = engine_for(body.type, body.checkpoint_url)
-        masks = host.run(lambda: engine.automask(image, params))
+        masks = host.run(lambda: engine.automask(image, params, progress=host.check))
         return JSONResponse(mask_features(masks, body.type))
 
     # ------------------------------------------------------------------ SAM3 (text + exemplar boxes), stateful
@@ -339,7 +402,7 @@ def create_app(
         if body.dirname:
             raw = uploads.frames(body.dirname)
             return [
-                decode_image_bytes(r, field=f"frame {i} of {body.dirname!r}", max_pixels=settings.max_image_pixels)
+                decode_image_bytes(r, field=f"frame {i} of {clip(body.dirname)}", max_pixels=settings.max_image_pixels)
                 for i, r in enumerate(raw)
             ]
         if body.b64imgs:
@@ -348,7 +411,7 @@ def create_app(
 
     def check_video(body: VideoBody) -> None:
         if body.axes not in ("XYZ", "XYT"):
-            raise PromptError(f"axes must be 'XYZ' or 'XYT', got {body.axes!r}")
+            raise PromptError(f"axes must be 'XYZ' or 'XYT', got {clip(body.axes)}")
         if not body.objs:
             raise PromptError("a video request needs objs: {frame index: [prompt objects]}")
         if body.max_frame_num_to_track is not None and body.max_frame_num_to_track < 1:
@@ -396,6 +459,7 @@ def create_app(
                     start_frame=body.start_frame_idx,
                     max_frames=body.max_frame_num_to_track,
                     reverse=body.reverse,
+                    progress=host.check,
                 )
             )
             return JSONResponse(video_features(body, body.type, result))
@@ -441,5 +505,5 @@ def create_app(
             if body.dirname:
                 uploads.discard(body.dirname)
 
-    app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes, shutdown=shutdown)
     return app
