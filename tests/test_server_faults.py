@@ -143,6 +143,60 @@ def test_automask_limits_are_settings(tmp_path: Path) -> None:
         Settings(home=tmp_path, max_automask_points=0)
 
 
+BOX = [1, 1, 9, 9]
+VIDEO = {"type": "sam2_t", "b64imgs": [IMAGE]}
+PROMPT_LIMIT_CASES = {
+    "100000 points": ("", {"type": "vit_t", "b64img": IMAGE, "point_coords": [[5, 5]] * 100000,
+                           "point_labels": [1] * 100000}, "point_coords"),
+    "bbox 1e308": ("", {"type": "vit_t", "b64img": IMAGE, "bbox": [0, 0, 1e308, 1e308]}, "bbox"),
+    "point -1e300": ("", {"type": "vit_t", "b64img": IMAGE, "point_coords": [[-1e300, 3]], "point_labels": [1]},
+                     "point_coords"),
+    "sam3 boxes": ("sam3/", {"type": "sam3", "b64img": IMAGE, "positive_bboxes": [[1, 1, 4, 4]] * 5000}, "boxes"),
+    "video objects": ("video/", {**VIDEO, "objs": {"0": [{"obj_id": i, "bbox": BOX} for i in range(5000)]}}, "objs"),
+    "plane_position": ("video/", {**VIDEO, "plane_position": 10**30, "objs": {"0": [{"obj_id": 1, "bbox": BOX}]}},
+                       "plane_position"),
+    "start_frame_idx": ("video/", {**VIDEO, "start_frame_idx": 3, "objs": {"0": [{"obj_id": 1, "bbox": BOX}]}},
+                        "start_frame_idx"),
+    "obj_id": ("video/", {**VIDEO, "objs": {"0": [{"obj_id": 10**30, "bbox": BOX}]}}, "obj_id"),
+    "obj_id string": ("sam3video/", {**VIDEO, "type": "sam3", "objs": {"0": [{"obj_id": "one", "text": "a"}]}},
+                      "obj_id"),
+    "box_labels": ("sam3video/", {**VIDEO, "type": "sam3",
+                                  "objs": {"0": [{"obj_id": 1, "boxes_xywh": [BOX], "box_labels": ["x"]}]}},
+                   "box_labels"),
+    "bbox a number": ("video/", {**VIDEO, "objs": {"0": [{"obj_id": 1, "bbox": 5}]}}, "bbox"),
+}
+
+
+@pytest.mark.parametrize("case", list(PROMPT_LIMIT_CASES))
+def test_prompts_beyond_the_limits_are_refused(seam: Any, case: str) -> None:
+    # Each once gave a 500, an empty 200 or unbounded work (100,000 points made the ONNX decoder fail).
+    endpoint, body, needle = PROMPT_LIMIT_CASES[case]
+    seam.engine.calls.clear()
+    r = _post(seam.url + endpoint, body)
+    assert r.status_code == 422, (case, r.status_code, r.text[:300])
+    assert needle in r.json()["detail"], r.text
+    assert [c for c in seam.engine.calls if c[0] != "set_image"] == []
+
+
+def test_sam3_boxes_kept_across_requests_are_bounded(tmp_path: Path) -> None:
+    class Sam3:
+        model_type = "sam3"
+
+        def set_image(self, image: np.ndarray) -> None:
+            pass
+
+        def segment(self, text: Any, positive: list, negative: list) -> list[Mask]:
+            return []
+
+    app = create_app(Settings(home=tmp_path), engine_factory=lambda t, w, d, c: Sam3())
+    with ServerThread(app) as running:
+        body = {"type": "sam3", "b64img": IMAGE, "positive_bboxes": [[1, 1, 4, 4]] * 600}
+        assert _post(running.url + "sam3/", body).status_code == 200
+        r = _post(running.url + "sam3/", body)
+        assert r.status_code == 422 and "reset_prompts" in r.json()["detail"]
+        assert _post(running.url + "sam3/", {**body, "reset_prompts": True}).status_code == 200
+
+
 # ----------------------------------------------------------------------------- 13: numbers must be finite
 NON_FINITE = ["Infinity", "-Infinity", "NaN", "1e999"]
 
@@ -196,8 +250,8 @@ ECHO_CASES = {
     "checkpoint_url": ("", {"type": "vit_t", "b64img": IMAGE, "bbox": [1, 1, 9, 9], "checkpoint_url": HUGE}),
     "b64img": ("", {"type": "vit_t", "b64img": "@" + HUGE, "bbox": [1, 1, 9, 9]}),
     "bbox": ("", {"type": "vit_t", "b64img": IMAGE, "bbox": [9.5] * 200000}),
-    "point_labels": ("", {"type": "vit_t", "b64img": IMAGE, "point_coords": [[1, 1]] * 50000,
-                          "point_labels": [7] * 50000}),
+    "point_labels": ("", {"type": "vit_t", "b64img": IMAGE, "point_coords": [[1, 1]] * 900,
+                          "point_labels": [7] * 900}),
     "point_labels ": ("", {"type": "vit_t", "b64img": IMAGE, "point_coords": [[1, 1]], "point_labels": ["y" * 1000] * 5000}),
     "axes": ("video/", {"type": "sam2_t", "b64imgs": [IMAGE], "axes": HUGE, "objs": {"0": [{"obj_id": 1}]}}),
     "dirname": ("video/", {"type": "sam2_t", "dirname": HUGE, "objs": {"0": [{"obj_id": 1, "bbox": [1, 1, 5, 5]}]}}),

@@ -20,7 +20,15 @@ from .features import mask_features
 from .guard import Guard
 from .host import EngineFactory, ModelHost, ModelUnavailable
 from .images import ImageTooLarge, decode_b64_image, decode_image_bytes
-from .limits import batch_for_memory, check_automask
+from .limits import (
+    MAX_BOXES,
+    MAX_COORDINATE,
+    MAX_INDEX,
+    MAX_PROMPT_POINTS,
+    MAX_VIDEO_OBJECTS,
+    batch_for_memory,
+    check_automask,
+)
 from .schemas import AutoMaskBody, ModelType, SAM3Body, SAMBody, VideoBody, WeightsBody
 from .settings import Settings
 from .shutdown import ServerStopping, Shutdown
@@ -88,14 +96,29 @@ def _error(status: int, detail: str) -> JSONResponse:
 
 
 def _finite(values: Any, what: str) -> tuple[float, ...]:
-    """``values`` as floats, or :class:`PromptError` when one is not a finite number (JSON allows Infinity)."""
+    """Pixel coordinates as floats, or :class:`PromptError` when one is not a finite number (JSON readers take
+    Infinity and NaN) or lies beyond :data:`MAX_COORDINATE`."""
     try:
+        if any(isinstance(v, (bool, str)) for v in values):
+            raise TypeError
         numbers = tuple(float(v) for v in values)
     except (TypeError, ValueError, OverflowError):
         raise PromptError(f"{what} must hold numbers, got {clip(values)}") from None
     if not all(math.isfinite(v) for v in numbers):
         raise PromptError(f"{what} must hold finite numbers, got {clip(values)}")
+    if not all(abs(v) <= MAX_COORDINATE for v in numbers):
+        raise PromptError(f"{what} must lie within +-{MAX_COORDINATE:.0f} pixels (this server's limit), "
+                          f"got {clip(values)}")
     return numbers
+
+
+def _index(value: Any, what: str, low: int = 0) -> int:
+    """A frame, plane or object index: an integer from ``low`` to :data:`MAX_INDEX` (a Java int in QuPath)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PromptError(f"{what} must be an integer, got {clip(value)}")
+    if not low <= value <= MAX_INDEX:
+        raise PromptError(f"{what} must be between {low} and {MAX_INDEX} (this server's limit), got {clip(value)}")
+    return value
 
 
 def _default_factory() -> tuple[EngineFactory, Callable[[int], Any]]:
@@ -130,6 +153,8 @@ def _output_type(value: str) -> OutputType:
 
 
 def _xyxy(box: list[float], what: str) -> tuple[float, float, float, float]:
+    if not isinstance(box, (list, tuple)):
+        raise PromptError(f"{what} must be a list of 4 numbers, got {clip(box)}")
     if len(box) != 4:
         raise PromptError(f"{what} must have 4 numbers, got {len(box)}")
     x1, y1, x2, y2 = _finite(box, what)
@@ -139,6 +164,8 @@ def _xyxy(box: list[float], what: str) -> tuple[float, float, float, float]:
 
 
 def _xywh_to_xyxy(box: list[float], what: str) -> tuple[float, float, float, float]:
+    if not isinstance(box, (list, tuple)):
+        raise PromptError(f"{what} must be a list of 4 numbers [x, y, w, h], got {clip(box)}")
     if len(box) != 4:
         raise PromptError(f"{what} must have 4 numbers [x, y, w, h], got {len(box)}")
     x, y, w, h = _finite(box, what)
@@ -154,8 +181,12 @@ def _prompt(bbox: Any, point_coords: Any, point_labels: Any, what: str = "reques
     labels = point_labels if point_labels is not None else ([] if not coords else None)
     if labels is None:
         raise PromptError(f"{what} has point_coords but no point_labels (1 foreground, 0 background)")
+    if not isinstance(coords, (list, tuple)) or not isinstance(labels, (list, tuple)):
+        raise PromptError(f"{what} point_coords and point_labels must be lists, got {clip(coords)} and {clip(labels)}")
     if len(coords) != len(labels):
         raise PromptError(f"{what} has {len(coords)} point_coords but {len(labels)} point_labels")
+    if len(coords) > MAX_PROMPT_POINTS:
+        raise PromptError(f"{what} has {len(coords)} point_coords; this server's limit is {MAX_PROMPT_POINTS}")
     points = []
     for p in coords:
         if not isinstance(p, (list, tuple)) or len(p) != 2:
@@ -367,6 +398,8 @@ def create_app(
             raise PromptError(f"/sam/sam3/ needs type sam3, got {body.type}")
         if not 0.0 <= body.confidence_threshold <= 1.0:
             raise PromptError(f"confidence_threshold must be in [0, 1], got {body.confidence_threshold}")
+        if len(body.positive_bboxes or []) + len(body.negative_bboxes or []) > MAX_BOXES:
+            raise PromptError(f"sam3 takes at most {MAX_BOXES} boxes (this server's limit)")
         positives = [_xywh_to_xyxy(b, "positive_bboxes entry") for b in body.positive_bboxes or []]
         negatives = [_xywh_to_xyxy(b, "negative_bboxes entry") for b in body.negative_bboxes or []]
         image = decode(body.b64img)
@@ -381,6 +414,9 @@ def create_app(
             if body.reset_prompts:
                 state["positive"], state["negative"] = [], []
             # Boxes accumulate across requests until reset_prompts (samapi's contract); the text is replaced.
+            if len(state["positive"]) + len(state["negative"]) + len(positives) + len(negatives) > MAX_BOXES:
+                raise PromptError(f"sam3 keeps at most {MAX_BOXES} boxes (this server's limit); "
+                                  "send reset_prompts to start again")
             state["positive"] = state["positive"] + positives
             state["negative"] = state["negative"] + negatives
             if not (body.text_prompt or state["positive"] or state["negative"]):
@@ -406,6 +442,9 @@ def create_app(
                 for i, r in enumerate(raw)
             ]
         if body.b64imgs:
+            if len(body.b64imgs) > settings.max_upload_frames:
+                raise PromptError(f"b64imgs has {len(body.b64imgs)} frames; this server's limit is "
+                                  f"{settings.max_upload_frames}")
             return [decode(b, f"b64imgs[{i}]") for i, b in enumerate(body.b64imgs)]
         raise PromptError("a video request needs dirname (frames uploaded to /sam/upload/) or b64imgs")
 
@@ -414,8 +453,23 @@ def create_app(
             raise PromptError(f"axes must be 'XYZ' or 'XYT', got {clip(body.axes)}")
         if not body.objs:
             raise PromptError("a video request needs objs: {frame index: [prompt objects]}")
-        if body.max_frame_num_to_track is not None and body.max_frame_num_to_track < 1:
-            raise PromptError(f"max_frame_num_to_track must be >= 1, got {body.max_frame_num_to_track}")
+        if body.max_frame_num_to_track is not None:
+            _index(body.max_frame_num_to_track, "max_frame_num_to_track", low=1)
+        if body.start_frame_idx is not None:
+            _index(body.start_frame_idx, "start_frame_idx")
+        _index(body.plane_position, "plane_position")
+        for frame in body.objs:
+            _index(frame, "objs frame index")
+        count = sum(len(objs) for objs in body.objs.values())
+        if count > MAX_VIDEO_OBJECTS:
+            raise PromptError(f"objs holds {count} prompt objects; this server's limit is {MAX_VIDEO_OBJECTS}")
+
+    def check_frames(body: VideoBody, frames: list[np.ndarray], prompted: Any) -> None:
+        bad = [f for f in prompted if not 0 <= f < len(frames)]
+        if bad:
+            raise PromptError(f"objs name frame(s) {clip(bad)} outside the {len(frames)} frames sent")
+        if body.start_frame_idx is not None and body.start_frame_idx >= len(frames):
+            raise PromptError(f"start_frame_idx {body.start_frame_idx} is outside the {len(frames)} frames sent")
 
     def video_features(body: VideoBody, model_type: str, result: dict[int, dict[int, Any]]) -> list[dict]:
         out: list[dict[str, Any]] = []
@@ -438,16 +492,13 @@ def create_app(
                 by_id: dict[int, Prompt] = {}
                 for j, obj in enumerate(objs):
                     what = f"objs[{frame}][{j}]"
-                    if not isinstance(obj.get("obj_id"), int):
-                        raise PromptError(f"{what} needs an integer obj_id")
+                    _index(obj.get("obj_id"), f"{what} obj_id", low=-MAX_INDEX)
                     p = _prompt(obj.get("bbox"), obj.get("point_coords"), obj.get("point_labels"), what)
                     # A later prompt for the same object on the same frame replaces the earlier one (as in samapi).
                     by_id[obj["obj_id"]] = Prompt(box=p.box, points=p.points, labels=p.labels, key=obj["obj_id"])
                 prompts[int(frame)] = list(by_id.values())
             frames = frames_of(body)
-            bad = [f for f in prompts if not 0 <= f < len(frames)]
-            if bad:
-                raise PromptError(f"objs name frame(s) {bad} outside the {len(frames)} frames sent")
+            check_frames(body, frames, prompts)
             engine = engine_for(body.type, body.checkpoint_url)
             propagate = getattr(engine, "propagate", None)
             if propagate is None:
@@ -478,15 +529,23 @@ def create_app(
                 for j, obj in enumerate(objs):
                     what = f"objs[{frame}][{j}]"
                     boxes = obj.get("boxes_xywh") or []
+                    text = obj.get("text")
                     labels = obj.get("box_labels") or [1] * len(boxes)
+                    if not isinstance(boxes, list) or not isinstance(labels, list):
+                        raise PromptError(f"{what} boxes_xywh and box_labels must be lists")
                     if len(labels) != len(boxes):
                         raise PromptError(f"{what} has {len(boxes)} boxes_xywh but {len(labels)} box_labels")
-                    text = obj.get("text")
+                    if len(boxes) > MAX_BOXES:
+                        raise PromptError(f"{what} has {len(boxes)} boxes_xywh; this server's limit is {MAX_BOXES}")
+                    if any(isinstance(v, bool) or v not in (0, 1) for v in labels):
+                        raise PromptError(f"{what} box_labels must be 0 or 1, got {clip(labels)}")
+                    if text is not None and not isinstance(text, str):
+                        raise PromptError(f"{what} text must be a string, got {clip(text)}")
                     if not boxes and not text:
                         raise PromptError(f"{what} needs text or boxes_xywh")
                     prompts.setdefault(int(frame), []).append(
                         {
-                            "obj_id": int(obj.get("obj_id", j)),
+                            "obj_id": _index(obj.get("obj_id", j), f"{what} obj_id", low=-MAX_INDEX),
                             "text": text,
                             "boxes": [_xywh_to_xyxy(b, f"{what} box") for b in boxes],
                             "labels": [int(v) for v in labels],
@@ -497,6 +556,7 @@ def create_app(
             if propagate is None:
                 raise ModelUnavailable("SAM3 video is not available on this server")
             frames = frames_of(body)
+            check_frames(body, frames, prompts)
             result = host.run(
                 lambda: propagate(frames, prompts, start_frame=body.start_frame_idx, max_frames=body.max_frame_num_to_track)
             )

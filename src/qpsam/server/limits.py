@@ -17,7 +17,27 @@ from ..engines.base import AutomaskParams
 from ..errors import PromptError
 from .echo import clip
 
-__all__ = ["AutomaskWork", "automask_work", "check_automask", "batch_for_memory", "PARAMETER_BOUNDS"]
+__all__ = [
+    "AutomaskWork",
+    "automask_work",
+    "check_automask",
+    "batch_for_memory",
+    "PARAMETER_BOUNDS",
+    "MAX_COORDINATE",
+    "MAX_INDEX",
+    "MAX_PROMPT_POINTS",
+    "MAX_BOXES",
+    "MAX_VIDEO_OBJECTS",
+]
+
+# Prompts. Coordinates beyond 2**24 pixels are past float32's integer precision (SAM scales them in float32,
+# and 1e308 became inf there: an empty answer instead of an error). Point and box counts bound the decoder's
+# attention, which grows with the number of prompt tokens (100,000 points made ONNX Runtime fail).
+MAX_COORDINATE = float(2**24)
+MAX_INDEX = 2**31 - 1  # frames, planes and object ids: QuPath stores them as Java ints
+MAX_PROMPT_POINTS = 1000
+MAX_BOXES = 1000  # SAM3 exemplar boxes kept across requests
+MAX_VIDEO_OBJECTS = 1000  # prompt objects in one video request
 
 # (lowest, highest) per parameter. Integers follow the extension's spinners (points per side and per batch
 # 1-10000, crop layers 0-10, downscale 0-100); floats their meaning (thresholds and ratios in 0-1).
