@@ -505,7 +505,11 @@ def sigterm_campaign(served: Served, img: str, box: list[int], baseline: list[di
             row.hangs += 1
             row.note(f"{name}: still running {STOP_LIMIT_S:.0f} s after SIGTERM")
         else:
-            row.note(f"{name}: stopped in {stopped:.2f} s")
+            said = ", ".join(
+                f"{c.name} {a.status_code if isinstance(a, httpx.Response) else a}"
+                for c in cases for a in [answers.get(c.name, "no answer")]
+            )
+            row.note(f"{name}: stopped in {stopped:.2f} s" + (f" ({said})" if said else ""))
         for case in cases:
             a = answers.get(case.name, "hang")
             if isinstance(a, httpx.Response) and a.status_code == 503 and len(a.content) <= ECHO_LIMIT:

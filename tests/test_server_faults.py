@@ -290,7 +290,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     log = tmp_path_factory.mktemp("log") / "serve.log"
     out = open(log, "w")
-    cmd = [sys.executable, "-m", "qpsam.cli", "serve", "--port", str(port), "--device", "cpu", "--log-level", "info"]
+    cmd = [sys.executable, "-m", "qpsam.cli", "serve", "--port", str(port), "--device", "cpu", "--log-level", "info",
+           "--max-automask-points", "5000"]
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/sam/"
     try:
@@ -342,6 +343,53 @@ def test_h2c_upgrade_offers_are_answered_without_warnings(served: dict[str, Any]
     text = served["log"].read_text()
     assert "Unsupported upgrade" not in text and "WebSocket" not in text, text
     assert '"GET /sam/weights/?type=vit_t HTTP/1.1" 200' in text and '"POST /sam/ HTTP/1.1" 200' in text
+
+
+def test_automask_limit_from_the_command_line(served: dict[str, Any]) -> None:
+    body = {"type": "vit_t", "b64img": IMAGE, "points_per_side": 71}  # 5041 decodings
+    r = _post(served["url"] + "automask/", body)
+    assert r.status_code == 422 and "5041" in r.json()["detail"] and "5000" in r.json()["detail"]
+
+
+class SlowAutomask(RecordingSam):
+    """Automask that would run for minutes, reporting progress after every batch as the real generator does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = threading.Event()
+        self.how = ""
+
+    def automask(self, image: np.ndarray, params: AutomaskParams = AutomaskParams(), progress: Any = None) -> list:
+        try:
+            for batch in range(6000):
+                if progress:
+                    progress(batch, 6000)
+                time.sleep(0.01)
+            self.how = "finished"
+        except Exception as exc:  # noqa: BLE001 - recorded for the test
+            self.how = type(exc).__name__
+            raise
+        finally:
+            self.ended.set()
+        return []
+
+
+def test_stopping_a_server_thread_stops_running_work(tmp_path: Path) -> None:
+    engine = SlowAutomask()
+    app = create_app(Settings(home=tmp_path), engine_factory=lambda t, w, d, c: engine)
+    server = ServerThread(app).start()
+    answers: list[httpx.Response] = []
+    client = threading.Thread(
+        target=lambda: answers.append(_post(server.url + "automask/", {"type": "vit_t", "b64img": IMAGE})), daemon=True
+    )
+    client.start()
+    time.sleep(1.0)
+    start = time.monotonic()
+    server.stop()
+    client.join(10)
+    assert time.monotonic() - start < 3.0
+    assert engine.ended.wait(2.0) and engine.how == "ServerStopping"  # stopped at its next batch, not abandoned
+    assert answers and answers[0].status_code == 503 and "shutting down" in answers[0].json()["detail"]
 
 
 @pytest.mark.slow
