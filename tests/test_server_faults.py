@@ -291,7 +291,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     log = tmp_path_factory.mktemp("log") / "serve.log"
     out = open(log, "w")
     cmd = [sys.executable, "-m", "qpsam.cli", "serve", "--port", str(port), "--device", "cpu", "--log-level", "info",
-           "--max-automask-points", "5000"]
+           "--max-automask-points", "50000"]
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/sam/"
     try:
@@ -346,9 +346,9 @@ def test_h2c_upgrade_offers_are_answered_without_warnings(served: dict[str, Any]
 
 
 def test_automask_limit_from_the_command_line(served: dict[str, Any]) -> None:
-    body = {"type": "vit_t", "b64img": IMAGE, "points_per_side": 71}  # 5041 decodings
+    body = {"type": "vit_t", "b64img": IMAGE, "points_per_side": 224}  # 50176 decodings
     r = _post(served["url"] + "automask/", body)
-    assert r.status_code == 422 and "5041" in r.json()["detail"] and "5000" in r.json()["detail"]
+    assert r.status_code == 422 and "50176" in r.json()["detail"] and "50000" in r.json()["detail"]
 
 
 class SlowAutomask(RecordingSam):
