@@ -197,6 +197,44 @@ def test_sam3_boxes_kept_across_requests_are_bounded(tmp_path: Path) -> None:
         assert _post(running.url + "sam3/", {**body, "reset_prompts": True}).status_code == 200
 
 
+@pytest.mark.weights
+@pytest.mark.slow
+def test_a_split_batch_gives_the_same_automask(mobile_sam: Any, tmp_path: Path, nuclei: Any) -> None:
+    from shapely.geometry import shape
+
+    from qpsam.engines.base import to_rgb8
+
+    rgb = to_rgb8(nuclei[0][:96, :96])
+    body = {"type": "vit_t", "b64img": _png_b64(rgb), "points_per_side": 5, "points_per_batch": 64,
+            "pred_iou_thresh": 0.5, "stability_score_thresh": 0.5}
+    class Recorded:
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(mobile_sam, name)
+
+        def automask(self, image: np.ndarray, params: AutomaskParams, progress: Any = None) -> list:
+            self.batches.append(params.points_per_batch)
+            return mobile_sam.automask(image, params, progress)
+
+    engine = Recorded()
+    answers = []
+    for budget in (2**30, 3 * 96 * 96 * 16):  # all 25 points in one batch; 3 points per batch
+        app = create_app(Settings(home=tmp_path, automask_batch_bytes=budget), engine_factory=lambda *a: engine)
+        with ServerThread(app) as running:
+            r = _post(running.url + "automask/", body, timeout=300)
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+    assert engine.batches == [64, 3]
+    whole, split = answers
+    assert whole and len(whole) == len(split)
+    for a, b in zip(whole, split):
+        ga, gb = shape(a["geometry"]), shape(b["geometry"])
+        assert ga.symmetric_difference(gb).area <= 0.01 * ga.area
+        assert abs(a["properties"]["quality"] - b["properties"]["quality"]) < 1e-4
+
+
 # ----------------------------------------------------------------------------- 13: numbers must be finite
 NON_FINITE = ["Infinity", "-Infinity", "NaN", "1e999"]
 
@@ -346,6 +384,13 @@ def test_h2c_upgrade_offers_are_answered_without_warnings(served: dict[str, Any]
 
 
 def test_automask_limit_from_the_command_line(served: dict[str, Any]) -> None:
+    from click.testing import CliRunner
+
+    from qpsam.cli import cli
+
+    help_text = CliRunner().invoke(cli, ["serve", "--help"]).output
+    for option in ("--max-automask-points", "--max-automask-crops", "--automask-batch-mb"):
+        assert option in help_text
     body = {"type": "vit_t", "b64img": IMAGE, "points_per_side": 224}  # 50176 decodings
     r = _post(served["url"] + "automask/", body)
     assert r.status_code == 422 and "50176" in r.json()["detail"] and "50000" in r.json()["detail"]
