@@ -437,6 +437,52 @@ def test_stopping_a_server_thread_stops_running_work(tmp_path: Path) -> None:
     assert answers and answers[0].status_code == 503 and "shutting down" in answers[0].json()["detail"]
 
 
+def test_stopping_during_a_weights_download_registers_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from qpsam import weights as registry
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", str(200 * 2**20))
+            self.end_headers()
+            try:
+                for _ in range(2000):
+                    self.wfile.write(b"\0" * 2**17)
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    monkeypatch.setenv("QPSAM_HOME", str(tmp_path / "home"))
+    files = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    files.daemon_threads = True
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{files.server_address[1]}/slow.pt"
+    server = ServerThread(create_app(Settings(home=tmp_path / "server"), engine_factory=lambda *a: None)).start()
+    answers: list[httpx.Response] = []
+    body = {"type": "vit_t", "name": "slow", "url": url}
+    client = threading.Thread(target=lambda: answers.append(_post(server.url + "weights/", body, timeout=60)), daemon=True)
+    client.start()
+    try:
+        for _ in range(200):  # until the download is under way
+            if httpx.get(server.url + "progress/").json()["percent"] >= 0:
+                break
+            time.sleep(0.05)
+        start = time.monotonic()
+        server.stop()
+        client.join(10)
+        assert time.monotonic() - start < 3.0
+    finally:
+        files.shutdown()
+        files.server_close()
+    assert answers and answers[0].status_code == 503, answers
+    assert all(r.name != "slow" for r in registry.list_weights("vit_t"))
+
+
 @pytest.mark.slow
 def test_sigterm_during_a_long_request_stops_within_seconds(served: dict[str, Any]) -> None:
     # Runs last in this module: it stops the server.
