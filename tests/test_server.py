@@ -398,7 +398,8 @@ def test_qpsam_detect_with_server_option(server: Any, nuclei: Any, tmp_path: Pat
     geojson.write(prompts, [PathObject(shapely_box(*b)) for b in boxes])
     project = tmp_path / "project"
     run = CliRunner().invoke
-    assert run(cli, ["new-project", str(project), str(REPO / "examples/data/nuclei.tif")]).exit_code == 0
+    made = run(cli, ["new-project", str(project), str(REPO / "examples/data/nuclei.tif")])
+    assert made.exit_code == 0, (made.output, made.exception)
     assert run(cli, ["import", str(project), str(prompts), "--image", "nuclei.tif"]).exit_code == 0
     wrong = run(cli, ["detect", str(project), "--server", server.url, "--token", "nope"])
     assert wrong.exit_code == 1 and "401" in wrong.output, wrong.output  # a clear error, the prompts stay

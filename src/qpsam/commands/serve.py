@@ -38,6 +38,18 @@ def app_from_env() -> object:
     "--max-image-mpx", default=64, show_default=True, type=click.IntRange(1), help="Largest image in megapixels."
 )
 @click.option("--cache-mb", default=1024, show_default=True, type=click.IntRange(0), help="Embedding cache size.")
+@click.option(
+    "--max-automask-points", default=2 * 1024 * 1024, show_default=True, type=click.IntRange(1),
+    help="Most mask decodings one automask request may ask for (points per crop, summed over crops).",
+)
+@click.option(
+    "--max-automask-crops", default=341, show_default=True, type=click.IntRange(1),
+    help="Most crops (encoder runs) one automask request may ask for; 341 allows crop_n_layers up to 4.",
+)
+@click.option(
+    "--automask-batch-mb", default=2048, show_default=True,
+    type=click.IntRange(1), help="Memory for one batch of automask points (larger batches are split).",
+)
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(
     host: str,
@@ -50,16 +62,21 @@ def serve(
     max_body_mb: int,
     max_image_mpx: int,
     cache_mb: int,
+    max_automask_points: int,
+    max_automask_crops: int,
+    automask_batch_mb: int,
     log_level: str,
 ) -> None:
     """Serve SAM over HTTP with samapi's protocol.
 
     In QuPath's SAM extension set the server URL to http://HOST:PORT/sam/ (with a token:
     http://HOST:PORT/t/TOKEN/sam/). From qpsam: --server http://HOST:PORT/sam/.
+    SIGTERM or Ctrl+C stops it within seconds: running model work is abandoned and requests answer 503.
     """
     import uvicorn
 
     from qpsam.server import Settings
+    from qpsam.server.thread import GRACE_S
 
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
@@ -69,6 +86,9 @@ def serve(
         max_body_bytes=max_body_mb * 1024 * 1024,
         max_image_pixels=max_image_mpx * 1024 * 1024,
         cache_bytes=cache_mb * 1024 * 1024,
+        max_automask_points=max_automask_points,
+        max_automask_crops=max_automask_crops,
+        automask_batch_bytes=automask_batch_mb * 1024 * 1024,
     )
     if host not in ("127.0.0.1", "localhost", "::1") and settings.token is None:
         click.echo(
@@ -90,6 +110,7 @@ def serve(
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
         timeout_keep_alive=30,
+        timeout_graceful_shutdown=GRACE_S,
     )
     if workers == 1:
         from qpsam.server import create_app

@@ -47,6 +47,13 @@ Where qpsam differs from samapi 0.7.1 on purpose (each checked against what the 
 * The embedding cache is keyed by model, weights and image content and shared by all requests (samapi kept
   one image per worker), inference runs under one lock, and the models load once per process.
 * ``b64mask`` is ignored (a mask image cannot stand in for SAM's low-resolution logits).
+* Limits (:mod:`.limits`), checked before any work: automask parameters and total work (crops, mask
+  decodings), prompt sizes and coordinates, finite numbers only; 422 names the limit. Error answers clip the
+  values they quote (:mod:`.echo`); samapi echoed every input in full.
+* SIGTERM/SIGINT stop the process within seconds (:mod:`.shutdown`): running model work is stopped or abandoned,
+  requests answer 503. samapi (and uvicorn alone) waited for the running request, however long.
+* HTTP/2 upgrade offers (``Upgrade: h2c``, sent by the extension's Java client) are answered over HTTP/1.1
+  without uvicorn's warnings.
 """
 
 from __future__ import annotations

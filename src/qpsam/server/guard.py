@@ -1,4 +1,4 @@
-"""ASGI middleware in front of the app: bearer token and request size.
+"""ASGI middleware in front of the app: bearer token, request size, and 503 while the server stops.
 
 The token is checked on every path except version and health. The QuPath extension cannot send headers,
 so the token is also accepted as a path prefix: a server URL of ``http://host:8000/t/<token>/sam/`` in the
@@ -13,6 +13,8 @@ import json
 from typing import Any, Awaitable, Callable
 
 from starlette.exceptions import HTTPException
+
+from .shutdown import STOPPING_MESSAGE, Shutdown
 
 __all__ = ["Guard", "OPEN_PATHS", "TOKEN_PREFIX"]
 
@@ -47,10 +49,18 @@ async def _send_json(send: Send, status: int, detail: str, headers: list[tuple[b
 class Guard:
     """Token and size checks for an ASGI app."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], *, token: str | None, max_body_bytes: int):
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        *,
+        token: str | None,
+        max_body_bytes: int,
+        shutdown: Shutdown | None = None,
+    ):
         self.app = app
         self.token = token
         self.max_body_bytes = max_body_bytes
+        self.shutdown = shutdown
 
     def _header_ok(self, scope: Scope) -> bool:
         assert self.token is not None
@@ -64,6 +74,10 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if self.shutdown is not None and self.shutdown.is_set():
+            # Requests that arrive on open connections while the server stops are not started.
+            await _send_json(send, 503, STOPPING_MESSAGE, [(b"connection", b"close")])
             return
         path: str = scope["path"]
         if path.startswith(TOKEN_PREFIX):

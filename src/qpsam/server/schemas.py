@@ -22,7 +22,8 @@ ModelType = Literal[MODEL_TYPES]  # type: ignore[valid-type]
 
 class _Body(BaseModel):
     # The extension sends keys the server does not use (builderAsGroovyScript, ...): ignore them.
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+    # Python's JSON reader takes Infinity, NaN and 1e999: every float field must be finite.
+    model_config = ConfigDict(extra="ignore", protected_namespaces=(), allow_inf_nan=False)
 
 
 class SAMBody(_Body):

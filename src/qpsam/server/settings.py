@@ -44,13 +44,17 @@ class Settings:
     max_models: int = 2
     home: Path | None = None
     upload_ttl_s: float = 24 * 3600.0
+    max_automask_points: int = 2 * 1024 * 1024
+    max_automask_crops: int = 341  # crop_n_layers up to 4
+    automask_batch_bytes: int = 2 * 1024 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.token is not None and not self.token.strip():
             object.__setattr__(self, "token", None)
-        for name in ("max_body_bytes", "max_image_pixels", "max_upload_frames", "max_models"):
+        for name in ("max_body_bytes", "max_image_pixels", "max_upload_frames", "max_models", "max_automask_points",
+                     "max_automask_crops", "automask_batch_bytes"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"server setting {name} must be >= 1, got {getattr(self, name)!r}")
         if int(self.cache_bytes) < 0:

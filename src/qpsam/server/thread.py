@@ -7,7 +7,11 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["ServerThread"]
+__all__ = ["ServerThread", "GRACE_S"]
+
+# Seconds uvicorn waits for running requests after a stop before it cancels them (a backstop: the app's own
+# stop flag ends model work sooner).
+GRACE_S = 5
 
 
 class ServerThread:
@@ -37,8 +41,14 @@ class ServerThread:
         self.port = self._sock.getsockname()[1]
         scheme = "https" if ssl_certfile else "http"
         self.url = f"{scheme}://{host}:{self.port}/sam/"
+        self.app = app
         config = uvicorn.Config(
-            app, log_level=log_level, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, timeout_keep_alive=30
+            app,
+            log_level=log_level,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+            timeout_keep_alive=30,
+            timeout_graceful_shutdown=GRACE_S,
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
@@ -53,6 +63,11 @@ class ServerThread:
         return self
 
     def stop(self) -> None:
+        # No signal reaches a server in a thread: tell the app itself, so that running work stops and waiting
+        # requests answer 503 instead of holding the shutdown.
+        shutdown = getattr(getattr(self.app, "state", None), "shutdown", None)
+        if shutdown is not None:
+            shutdown.set()
         self.server.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from ..errors import QpsamError
+from .echo import clip
 
 __all__ = ["UploadStore", "BadUpload"]
 
@@ -47,7 +48,7 @@ class UploadStore:
         match = _FRAME_NAME.match(base)
         if not match:
             raise BadUpload(
-                f"upload file name {filename!r} is not a frame name: expected digits and an image extension (07.jpg)"
+                f"upload file name {clip(filename)} is not a frame name: expected digits and an image extension (07.jpg)"
             )
         return int(match.group(1))
 
@@ -55,7 +56,7 @@ class UploadStore:
         """Store one frame; returns its index."""
         index = self.frame_index(filename)
         if not data:
-            raise BadUpload(f"upload {filename!r} is empty")
+            raise BadUpload(f"upload {clip(filename)} is empty")
         folder = self._folder(dirname)
         with self._lock:
             self._sweep()
@@ -63,7 +64,7 @@ class UploadStore:
             count = sum(1 for _ in folder.glob("*.frame"))
             target = folder / f"{index:09d}.frame"
             if count >= self.max_frames and not target.exists():
-                raise BadUpload(f"folder {dirname!r} already holds {count} frames, the most this server accepts")
+                raise BadUpload(f"folder {clip(dirname)} already holds {count} frames, the most this server accepts")
         tmp = folder / f".{index:09d}.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_bytes(data)
         os.replace(tmp, target)
@@ -74,7 +75,7 @@ class UploadStore:
         folder = self._folder(dirname)
         files = sorted(folder.glob("*.frame")) if folder.is_dir() else []
         if not files:
-            raise BadUpload(f"no frames were uploaded for dirname {dirname!r}")
+            raise BadUpload(f"no frames were uploaded for dirname {clip(dirname)}")
         return [f.read_bytes() for f in files]
 
     def discard(self, dirname: str) -> None:

@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 
 from .. import weights as registry
 from ..errors import WeightsError
+from .echo import clip
+from .shutdown import Shutdown
 
 __all__ = ["WeightsService", "CheckpointRejected", "LOCAL_SCHEME"]
 
@@ -43,13 +45,15 @@ def _human(n: float) -> str:
 
 
 class _CancelFlag:
-    """What :func:`qpsam.weights.download` polls between chunks: set when the cancel file exists."""
+    """What :func:`qpsam.weights.download` polls between chunks: set when the cancel file exists or this
+    server process stops (the file is shared by workers; a stopping worker cancels only its own download)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, shutdown: Shutdown):
         self.path = path
+        self.shutdown = shutdown
 
     def is_set(self) -> bool:
-        return self.path.exists()
+        return self.shutdown.is_set() or self.path.exists()
 
     def set(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,10 +66,11 @@ class _CancelFlag:
 class WeightsService:
     """Weights endpoints' logic on top of :mod:`qpsam.weights`."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, shutdown: Shutdown | None = None):
         self.home = home
         self._progress_path = home / "progress.json"
-        self.cancel_flag = _CancelFlag(home / "cancel")
+        self.shutdown = shutdown or Shutdown()
+        self.cancel_flag = _CancelFlag(home / "cancel", self.shutdown)
         self._register_lock = threading.Lock()
         self._last_write = 0.0
 
@@ -103,7 +108,7 @@ class WeightsService:
             for r in records:
                 if f"{r.type}/{r.name}" == wanted:
                     return self._path_of(r)
-            raise CheckpointRejected(f"checkpoint_url {checkpoint_url!r}: no such weights registered for {model_type}")
+            raise CheckpointRejected(f"checkpoint_url {clip(checkpoint_url)}: no such weights registered for {model_type}")
         default = next((r for r in records if r.name == "default"), None)
         if checkpoint_url == info.url or (default is not None and default.source == checkpoint_url):
             return None
@@ -121,7 +126,7 @@ class WeightsService:
         if entry is not None and entry.type == model_type:
             return str(registry.resolve_weights(model_type, entry.name))
         raise CheckpointRejected(
-            f"checkpoint_url {checkpoint_url!r} is not registered for {model_type}: register it first "
+            f"checkpoint_url {clip(checkpoint_url)} is not registered for {model_type}: register it first "
             f"(POST /sam/weights/ with type, name and url), then select it"
         )
 
@@ -136,7 +141,7 @@ class WeightsService:
     def register(self, model_type: str, name: str, url: str) -> str:
         """Register weights from ``url``; returns samapi's plain-text answer. Blocks until the download ends."""
         if urlparse(url).scheme not in ("http", "https"):
-            raise CheckpointRejected(f"url {url!r} is not an http(s) URL; the server downloads weights only from URLs")
+            raise CheckpointRejected(f"url {clip(url)} is not an http(s) URL; the server downloads weights only from URLs")
         records = registry.list_weights(model_type)
         listed = [("default", registry.MODELS[model_type].url)] + [(r.name, r.source) for r in records]
         for listed_name, listed_url in listed:
@@ -154,6 +159,7 @@ class WeightsService:
                     model_type, name, url, progress=self._progress, cancel=self.cancel_flag  # type: ignore[arg-type]
                 )
             except WeightsError:
+                self.shutdown.check()  # stopped, not cancelled by the client: 503
                 if self.cancel_flag.is_set():
                     return f"Cancelled to register {name} ({url})."
                 raise
