@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -23,6 +24,8 @@ __all__ = ["DEFAULT_PORT", "LiveError", "LiveGateway", "LiveImage", "connect"]
 DEFAULT_PORT = 25333
 #: Objects per GeoJSON chunk in either direction (keeps each string far below Java's and py4j's limits).
 CHUNK = 1000
+# py4j logs every failed connection with a traceback; qpsam reports it once, as a LiveError
+logging.getLogger("py4j").addHandler(logging.NullHandler())
 _START_HINT = "is QuPath running, with the gateway started (Extensions > Py4J > Start Py4J Gateway)?"
 
 

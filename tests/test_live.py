@@ -1,0 +1,247 @@
+"""qpsam.live against a real Py4J gateway: py4j's GatewayServer in a JVM with QuPath's own core (0.6.0, 0.7.0),
+serving the calls of QuPath's QuPathEntryPoint (``live_gateway.groovy``) on an image of a project that
+``qpsam new-project`` made from a real (nuclei) TIFF with two z-slices. QuPath's ImageJ server opens it there.
+
+What QuPath writes is read back by QuPath's own classes: through the gateway, and by QuPath's reader (``qupath_check``)
+on the project QuPath saved. The GUI side (the viewer redrawing on ``fireHierarchyUpdate``) is not tested here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import need_qupath
+from live_host import VERSIONS, GatewayHost
+from live_host import unavailable_reason as host_unavailable
+from shapely.geometry import Point, Polygon, box
+
+pytestmark = [pytest.mark.qupath]
+
+TOKEN = "s3cret-token"
+NUCLEUS = (200, 0, 0)
+
+
+def _nucleus_boxes(labels: np.ndarray, n: int) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes (x0, y0, x1, y1) of ``n`` large nuclei away from the borders and from each other."""
+    boxes = []
+    for value in np.unique(labels)[1:]:
+        ys, xs = np.nonzero(labels == value)
+        x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+        if len(xs) < 150 or min(x0, y0) < 40 or max(x1, y1) > labels.shape[0] - 40:
+            continue
+        if all(abs(x0 - b[0]) > 120 or abs(y0 - b[1]) > 120 for b in boxes):
+            boxes.append((int(x0), int(y0), int(x1), int(y1)))
+        if len(boxes) == n:
+            return boxes
+    raise AssertionError("not enough nuclei for prompts")
+
+
+@pytest.fixture(scope="module")
+def live_image(nuclei, tmp_path_factory) -> tuple[Path, list]:
+    """A project made by ``qpsam new-project`` with one 2-z uint16 TIFF, and its annotations (prompts and not)."""
+    import tifffile
+
+    from qpsam.cli import main
+    from qpsam.objects import ImagePlane, PathClass, PathObject
+    from qpsam.project import open_project
+
+    image, labels = nuclei
+    folder = tmp_path_factory.mktemp("live")
+    tif = folder / "nuclei-z.tif"
+    tifffile.imwrite(tif, np.stack([image, image[::-1].copy()]), imagej=True, metadata={"axes": "ZYX"})
+    assert main(["new-project", "--backend", "native", str(folder / "project"), str(tif)]) == 0
+    (a, b) = _nucleus_boxes(labels, 2)
+    h = labels.shape[0]
+    objects = [
+        # a box prompt on z=1, where the image is flipped upside down
+        PathObject(box(a[0] - 3, h - a[3] - 3, a[2] + 3, h - a[1] + 3), path_class=PathClass("Nucleus", NUCLEUS),
+                   plane=ImagePlane(z=1)),
+        # a point prompt on z=0
+        PathObject(Point((b[0] + b[2]) / 2, (b[1] + b[3]) / 2), path_class=PathClass("Other", (0, 0, 200))),
+        # not a prompt: a polygon in a corner
+        PathObject(Polygon([(2, 2), (30, 2), (2, 30)]), path_class=PathClass("Tissue", (0, 200, 0))),
+    ]
+    with open_project(folder / "project", "r+", backend="native") as project:
+        project.entry("1").add_objects(objects)
+        project.save()
+    return folder / "project", objects
+
+
+@pytest.fixture(params=VERSIONS)
+def host(request, live_image, tmp_path):
+    """A gateway over a fresh copy of the project, on QuPath 0.6.0 or 0.7.0."""
+    need_qupath(host_unavailable(request.param))
+    project = tmp_path / "project"
+    shutil.copytree(live_image[0], project)
+    with GatewayHost(request.param, project, "1", TOKEN) as gateway_host:
+        gateway_host.project = project
+        yield gateway_host
+
+
+def _select(gateway, ids) -> None:
+    """Select objects in QuPath's hierarchy by id, as a click in the viewer does (through QuPath's own classes)."""
+    hierarchy = gateway.entry_point.getCurrentHierarchy()
+    wanted = {str(i) for i in ids}
+    chosen = gateway.java.jvm.java.util.ArrayList()
+    for obj in hierarchy.getAnnotationObjects():
+        if str(obj.getID().toString()) in wanted:
+            chosen.add(obj)
+    hierarchy.getSelectionModel().setSelectedObjects(chosen, None)
+
+
+def _saved(host) -> list:
+    """QuPath saves the image; qpsam's reading of the saved data (checked against QuPath's own below)."""
+    from qpsam.project.qpdata import read_qpdata
+
+    host.save()
+    return read_qpdata(host.project / "data" / "1" / "data.qpdata").objects
+
+
+def test_prompts_and_pixels_from_a_project_image(host, live_image):
+    from qpsam import live
+    from qpsam.geometry import Region
+    from qpsam.objects import ImagePlane
+    from qpsam.project.pixels import open_image
+
+    objects = live_image[1]
+    with live.connect(host.port, TOKEN) as gateway:
+        image = gateway.image()
+        assert (image.width, image.height, image.n_channels, image.size_z, image.pixel_type) == (512, 512, 1, 2, "UINT16")
+        everything = image.objects()
+        assert {o.id: (o.class_name, o.plane, o.roi_kind) for o in everything} == \
+            {o.id: (o.class_name, o.plane, o.roi_kind) for o in objects}
+        _select(gateway, [objects[0].id, objects[2].id])
+        assert sorted(str(o.id) for o in image.objects(selected=True)) == sorted([str(objects[0].id), str(objects[2].id)])
+
+        # pixels: the file when reachable; through the gateway, tile by tile, the same values (16 bits kept)
+        source, route, _ = live.image_source(image)
+        assert route == "file"
+        through = live.GatewaySource(image, tile=100)
+        region = Region(3, 5, 300, 250, 1.0, ImagePlane(z=1))
+        got = through.read_region(region)
+        assert got.dtype == np.uint16 and got.shape == (250, 300, 1)
+        assert through.calls == 9
+        np.testing.assert_array_equal(got, source.read_region(region))
+        np.testing.assert_array_equal(got[:, :, 0], open_image(image.uris[0][len("file:"):]).read_region(region)[:, :, 0])
+        assert got[:, :, 0].tolist() != through.read_region(Region(3, 5, 300, 250, 1.0))[:, :, 0].tolist()
+
+        # the file gone: auto falls back to the gateway and says why; route=file is an error naming the file
+        tif = Path(image.uris[0][len("file:"):])
+        moved = tif.with_suffix(".moved")
+        os.rename(tif, moved)
+        try:
+            source, route, why = live.image_source(image, "auto")
+            assert route == "gateway" and "not reachable" in why
+            with pytest.raises(live.LiveError, match="cannot read the file directly.*nuclei-z.tif"):
+                live.image_source(image, "file")
+        finally:
+            os.rename(moved, tif)
+
+
+def test_detect_writes_into_the_live_hierarchy(host, live_image, mobile_sam, qupath_check):
+    from qpsam import live
+    from qpsam.jobs.detect import QUALITY
+
+    objects = live_image[1]
+    calls = []
+    with live.connect(host.port, TOKEN) as gateway:
+        _select(gateway, [objects[0].id, objects[1].id])
+        result = live.live_detect(gateway, mobile_sam, route="gateway", progress=lambda d, t: calls.append((d, t)))
+        assert result.route == "gateway" and result.prompts == 2 and calls and calls[-1][0] == calls[-1][1]
+        assert sorted(str(i) for i in result.removed) == sorted([str(objects[0].id), str(objects[1].id)])
+        by_class = {o.class_name: o for o in result.added}
+        assert set(by_class) == {"Nucleus", "Other"}
+        assert by_class["Nucleus"].plane.z == 1 and by_class["Other"].plane.z == 0
+        # the mask lies inside its box prompt and fills much of it
+        prompt = objects[0].geometry
+        assert by_class["Nucleus"].geometry.within(prompt.buffer(2)) and by_class["Nucleus"].geometry.area > 0.3 * prompt.area
+        # QuPath's hierarchy, read back through the gateway
+        now = gateway.image().objects()
+        assert {str(o.id) for o in now} == {str(o.id) for o in [objects[2], *result.added]}
+        assert all(o.measurements[QUALITY] > 0 for o in now if o.class_name != "Tissue")
+    # QuPath saves the image; QuPath's reader (0.5.1, 0.6.0, 0.7.0) finds the added objects with classes and planes
+    saved = _saved(host)
+    assert len(saved) == 3
+    qupath_check(host.project, expected={1: [objects[2], *result.added]})
+
+
+def test_cli_live_detect_selected(host, live_image, qupath_check, capsys):
+    pytest.importorskip("torch")
+    from qpsam import live
+    from qpsam.cli import main
+
+    objects = live_image[1]
+    with live.connect(host.port, TOKEN) as gateway:
+        _select(gateway, [objects[0].id])
+    code = main(["live", "detect", "--selected", "--port", str(host.port), "--gateway-token", TOKEN,
+                 "--model", "vit_t", "--engine", "torch", "--device", "cpu", "--keep-prompts", "--class", "SAM"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "1 object(s) added from 1 prompt(s)" in out.out and "pixels from the file" in out.out
+    saved = _saved(host)
+    added = [o for o in saved if o.class_name == "SAM"]
+    assert len(saved) == 4 and len(added) == 1 and added[0].plane.z == 1
+    qupath_check(host.project, expected={1: saved})
+
+
+def test_wrong_token_is_refused_and_changes_nothing(host, capsys):
+    from qpsam import live
+    from qpsam.cli import main
+
+    with pytest.raises(live.LiveError, match="refused the token"):
+        live.connect(host.port, "not-the-token")
+    with pytest.raises(live.LiveError, match="needs a token"):
+        live.connect(host.port, None)
+    code = main(["live", "detect", "--port", str(host.port), "--gateway-token", "wrong", "--model", "vit_t"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("qpsam: error:") and "refused the token" in err and len(err.splitlines()) == 1
+    assert len(_saved(host)) == 3
+
+
+def test_gateway_gone_mid_run(host, live_image, mobile_sam, qupath_check):
+    from qpsam import live
+
+    objects = live_image[1]
+    gateway = live.connect(host.port, TOKEN)
+    _select(gateway, [objects[0].id, objects[1].id])
+
+    def stop_qupath(done: int, total: int) -> None:
+        if done == 1:
+            host.stop()  # QuPath's gateway shuts down while SAM runs
+
+    with pytest.raises(live.LiveError, match="went away while sending"):
+        live.live_detect(gateway, mobile_sam, route="file", progress=stop_qupath)
+    gateway.close()
+    # nothing half-added: QuPath saves the hierarchy as it was
+    assert {str(o.id) for o in _saved(host)} == {str(o.id) for o in objects}
+    qupath_check(host.project, expected={1: objects})
+
+
+def test_no_selection_is_a_clear_error(host, capsys):
+    from qpsam import live
+    from qpsam.cli import main
+
+    with live.connect(host.port, TOKEN) as gateway:
+        gateway.entry_point.getCurrentHierarchy().getSelectionModel().clearSelection()
+        with pytest.raises(live.LiveError, match="no selected objects"):
+            live.live_detect(gateway, live.EngineSpec("vit_t", engine="torch", device="cpu"))
+    code = main(["live", "detect", "--selected", "--port", str(host.port), "--gateway-token", TOKEN])
+    err = capsys.readouterr().err
+    assert code == 1 and "has no selected objects" in err and len(err.splitlines()) == 1
+    assert len(_saved(host)) == 3
+
+
+def test_nothing_listening():
+    import socket
+
+    from qpsam import live
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(live.LiveError, match=f"127.0.0.1:{port} cannot be reached"):
+        live.connect(port, TOKEN)
