@@ -245,3 +245,51 @@ def test_nothing_listening():
         port = s.getsockname()[1]
     with pytest.raises(live.LiveError, match=f"127.0.0.1:{port} cannot be reached"):
         live.connect(port, TOKEN)
+
+
+def test_objects_cross_in_chunks_with_ids_classes_planes_measurements(host, live_image, monkeypatch, qupath_check):
+    from qpsam import live
+    from qpsam.live import gateway as live_gateway
+    from qpsam.objects import ImagePlane, ObjectType, PathClass, PathObject
+
+    monkeypatch.setattr(live_gateway, "CHUNK", 2)  # 7 objects: 4 chunks each way
+    sent = [PathObject(box(100 + 20 * i, 400, 110 + 20 * i, 410), ObjectType.DETECTION if i % 2 else ObjectType.ANNOTATION,
+                       path_class=PathClass(f"C{i % 3}", (10 + 10 * (i % 3), 0, 0)), name=f"n{i}",
+                       measurements={"SAM Quality": 0.5 + i / 100, "Area px": float(i)}, plane=ImagePlane(z=i % 2))
+            for i in range(7)]
+    with live.connect(host.port, TOKEN) as gateway:
+        image = gateway.image("nuclei-z.tif")  # the project entry that is open: the live image
+        assert image.entry is None
+        image.add_objects(sent)
+        gateway.refresh()
+        with live.connect(host.port, TOKEN) as again:
+            back = {o.id: o for o in again.image().objects()}
+    for obj in sent:
+        if obj.object_type is ObjectType.ANNOTATION:  # QuPath starts a rectangle at another corner: same shape
+            got = back[obj.id]
+            assert got.geometry.equals(obj.geometry)
+            assert (got.id, got.object_type, got.path_class, got.name, got.plane) == \
+                (obj.id, obj.object_type, obj.path_class, obj.name, obj.plane)
+            assert dict(got.measurements) == pytest.approx(dict(obj.measurements), rel=1e-6)
+    saved = _saved(host)
+    assert len(saved) == 3 + 7
+    qupath_check(host.project, expected={1: [*live_image[1], *sent]})
+
+
+def test_automask_inside_the_selected_annotation(host, live_image, mobile_sam):
+    from qpsam import live
+    from qpsam.engines.base import AutomaskParams
+    from qpsam.objects import ImagePlane, PathClass, PathObject
+
+    area = PathObject(box(150, 150, 280, 280), path_class=PathClass("Region", (0, 0, 0)), plane=ImagePlane(z=1))
+    options = live.AutomaskOptions(AutomaskParams(points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.5),
+                                   tile_size=256, overlap=32, path_class="Auto")
+    with live.connect(host.port, TOKEN) as gateway:
+        image = gateway.image()
+        image.add_objects([area])
+        _select(gateway, [area.id])
+        result = live.live_automask(gateway, mobile_sam, options, selected=True)
+        assert result.added and all(o.plane.z == 1 and o.class_name == "Auto" for o in result.added)
+        assert all(area.geometry.contains(o.geometry.representative_point()) for o in result.added)
+        assert len(gateway.image().objects()) == 4  # annotations only: the detections are not among them
+    assert len(_saved(host)) == 4 + len(result.added)

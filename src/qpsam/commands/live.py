@@ -58,7 +58,12 @@ def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _connect(connection: dict[str, Any]) -> Any:
+    import logging
+
     from qpsam.live import connect
+
+    # the CLI reports a failed connection in one line; py4j would log a traceback for it as well
+    logging.getLogger("py4j").setLevel(logging.CRITICAL)
 
     return connect(connection["port"], connection["gateway_token"], connection["address"])
 
