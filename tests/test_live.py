@@ -282,7 +282,7 @@ def test_automask_inside_the_selected_annotation(host, live_image, mobile_sam):
     from qpsam.objects import ImagePlane, PathClass, PathObject
 
     area = PathObject(box(150, 150, 280, 280), path_class=PathClass("Region", (0, 0, 0)), plane=ImagePlane(z=1))
-    options = live.AutomaskOptions(AutomaskParams(points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.5),
+    options = live.AutomaskOptions(AutomaskParams(points_per_side=2, pred_iou_thresh=0.3, stability_score_thresh=0.3),
                                    tile_size=256, overlap=32, path_class="Auto")
     with live.connect(host.port, TOKEN) as gateway:
         image = gateway.image()
