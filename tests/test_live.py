@@ -221,7 +221,7 @@ def test_gateway_gone_mid_run(host, live_image, mobile_sam, qupath_check):
     qupath_check(host.project, expected={1: objects})
 
 
-def test_no_selection_is_a_clear_error(host, capsys):
+def test_no_selection_is_a_clear_error(host, live_image, capsys):
     from qpsam import live
     from qpsam.cli import main
 
@@ -232,6 +232,11 @@ def test_no_selection_is_a_clear_error(host, capsys):
     code = main(["live", "detect", "--selected", "--port", str(host.port), "--gateway-token", TOKEN])
     err = capsys.readouterr().err
     assert code == 1 and "has no selected objects" in err and len(err.splitlines()) == 1
+    # a selection without prompts: the polygon annotation only
+    with live.connect(host.port, TOKEN) as gateway:
+        _select(gateway, [live_image[1][2].id])
+        with pytest.raises(live.LiveError, match="none of its 1 selected objects is a prompt"):
+            live.live_detect(gateway, live.EngineSpec("vit_t", engine="torch", device="cpu"))
     assert len(_saved(host)) == 3
 
 
