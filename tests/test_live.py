@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,9 @@ def live_image(nuclei, tmp_path_factory) -> tuple[Path, list]:
     folder = tmp_path_factory.mktemp("live")
     tif = folder / "nuclei-z.tif"
     tifffile.imwrite(tif, np.stack([image, image[::-1].copy()]), imagej=True, metadata={"axes": "ZYX"})
-    assert main(["new-project", "--backend", "native", str(folder / "project"), str(tif)]) == 0
+    other = folder / "nuclei-z-copy.tif"
+    shutil.copyfile(tif, other)
+    assert main(["new-project", "--backend", "native", str(folder / "project"), str(tif), str(other)]) == 0
     (a, b) = _nucleus_boxes(labels, 2)
     h = labels.shape[0]
     objects = [
@@ -67,6 +70,7 @@ def live_image(nuclei, tmp_path_factory) -> tuple[Path, list]:
     ]
     with open_project(folder / "project", "r+", backend="native") as project:
         project.entry("1").add_objects(objects)
+        project.entry("2").add_objects([o.replace(id=uuid.uuid4()) for o in objects])
         project.save()
     return folder / "project", objects
 
@@ -298,3 +302,26 @@ def test_automask_inside_the_selected_annotation(host, live_image, mobile_sam):
         assert all(area.geometry.contains(o.geometry.representative_point()) for o in result.added)
         assert len(gateway.image().objects()) == 4  # annotations only: the detections are not among them
     assert len(_saved(host)) == 4 + len(result.added)
+
+
+def test_detect_on_a_project_entry_that_is_not_open(live_image, tmp_path, mobile_sam, qupath_check):
+    """``image=NAME``: QuPath reads the entry, the results go into it and QuPath saves it into the project."""
+    from qpsam import live
+    from qpsam.project.qpdata import read_qpdata
+
+    version = "0.7.0"
+    need_qupath(host_unavailable(version))
+    project = tmp_path / "project"
+    shutil.copytree(live_image[0], project)
+    # QuPath opens entry 2 once and saves it: its server is then the ImageJ server QuPath found for the file
+    with GatewayHost(version, project, "2", TOKEN) as first:
+        first.save()
+    before = read_qpdata(project / "data" / "2" / "data.qpdata").objects
+    with GatewayHost(version, project, "1", TOKEN) as host, live.connect(host.port, TOKEN) as gateway:
+        result = live.live_detect(gateway, mobile_sam, live.DetectOptions(keep_prompts=True), selected=False,
+                                  image="nuclei-z-copy.tif")
+        assert result.image == "nuclei-z-copy.tif" and result.prompts == 2 and len(result.added) == 2
+        assert len(gateway.image().objects()) == 3  # the open image is untouched
+    after = read_qpdata(project / "data" / "2" / "data.qpdata").objects
+    assert len(after) == len(before) + 2
+    qupath_check(project, expected={2: [*before, *result.added]})
