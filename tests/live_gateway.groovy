@@ -13,6 +13,7 @@
 // Stdout: "READY <port>" once the gateway listens. Stdin, one command a line, each answered on stdout:
 //   stop  -> shuts the gateway down (the JVM and its hierarchy stay): "STOPPED"
 //   save  -> entry.saveImageData + project.syncChanges: "SAVED <number of objects>"
+//   open IMAGE -> another entry becomes the open image (as opening it in the viewer): "OPENED <image name>"
 //   quit  -> exits
 import java.awt.image.BufferedImage
 import javax.imageio.ImageIO
@@ -127,7 +128,11 @@ if (args.length != 4) {
 }
 QP.getCoreClasses()  // registers QuPath's GeoJSON type adapters, as QuPath does on start
 def project = ProjectIO.loadProject(new File(args[0]), BufferedImage)
-def entry = project.getImageList().find { it.getID() == args[1] } ?: project.getImageList().find { it.getImageName() == args[1] }
+ProjectImageEntry<BufferedImage> findEntry(Project<BufferedImage> project, String image) {
+    project.getImageList().find { it.getID() == image } ?: project.getImageList().find { it.getImageName() == image }
+}
+
+def entry = findEntry(project, args[1])
 if (entry == null) {
     System.err.println("no image ${args[1]} in ${args[0]}")
     System.exit(2)
@@ -149,6 +154,19 @@ System.out.flush()
 def input = new BufferedReader(new InputStreamReader(System.in))
 String line
 while ((line = input.readLine()) != null) {
+    if (line.startsWith('open ')) {
+        def next = findEntry(project, line.substring(5).trim())
+        if (next == null) {
+            println "UNKNOWN ${line}"
+        } else {
+            entry = next
+            QuPathEntryPoint.entry = entry
+            QuPathEntryPoint.imageData = readImageData(entry)
+            println "OPENED ${entry.getImageName()}"
+        }
+        System.out.flush()
+        continue
+    }
     switch (line.trim()) {
         case 'stop':
             server.shutdown()

@@ -1,7 +1,7 @@
 """A real Py4J gateway into QuPath's core for the tests of :mod:`qpsam.live` (``live_gateway.groovy`` in a JVM).
 
 :class:`GatewayHost` starts the JVM of one harness QuPath version (0.6.0 or 0.7.0) with Groovy 4 and py4j's own jar,
-on one image of a project, and waits until the gateway listens. ``stop()`` shuts the gateway down while the JVM and
+on one image of a project, and waits until the gateway listens. ``open()`` switches to another image; ``stop()`` shuts the gateway down while the JVM and
 its hierarchy stay; ``save()`` has QuPath save the image data into the project, for QuPath's reader to check.
 """
 
@@ -98,6 +98,10 @@ class GatewayHost:
     def save(self) -> int:
         """QuPath saves the image data into the project; returns the number of objects it saved."""
         return int(self._command("save", "SAVED").split()[1])
+
+    def open(self, image: str) -> str:
+        """Another image of the project becomes the open one (as in QuPath's viewer); returns its name."""
+        return self._command(f"open {image}", "OPENED").split(" ", 1)[1]
 
     def close(self) -> None:
         if self.proc.poll() is None:

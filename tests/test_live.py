@@ -325,3 +325,41 @@ def test_detect_on_a_project_entry_that_is_not_open(live_image, tmp_path, mobile
     after = read_qpdata(project / "data" / "2" / "data.qpdata").objects
     assert len(after) == len(before) + 2
     qupath_check(project, expected={2: [*before, *result.added]})
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_gateway_pixels_keep_channels_and_bit_depth(version, nuclei, tmp_path):
+    """Tile by tile through ``getImageBytes``: 3-channel 16-bit, 32-bit float (ImageJ TIFF) and 8-bit RGB (PNG)
+    images give the pixels of the file, channels and type kept."""
+    import tifffile
+
+    from qpsam import live
+    from qpsam.cli import main
+    from qpsam.geometry import Region
+
+    need_qupath(host_unavailable(version))
+    image = nuclei[0][:256, :256]
+    arrays = {
+        "c3.tif": np.stack([image, image[::-1].copy(), image[:, ::-1].copy()]),
+        "f32.tif": image.astype(np.float32) / 7.0,
+        "rgb.tif": np.stack([(image >> 4).astype(np.uint8), (image >> 5).astype(np.uint8), (image >> 6).astype(np.uint8)], -1),
+    }
+    for name, array in arrays.items():
+        if name == "rgb.tif":
+            tifffile.imwrite(tmp_path / name, array, photometric="rgb")
+        else:
+            tifffile.imwrite(tmp_path / name, array, imagej=True, metadata={"axes": "CYX" if array.ndim == 3 else "YX"})
+    assert main(["new-project", "--backend", "native", str(tmp_path / "p"), *(str(tmp_path / n) for n in arrays)]) == 0
+    expected = {"c3.tif": ("UINT16", 3, np.uint16), "f32.tif": ("FLOAT32", 1, np.float32), "rgb.tif": ("UINT8", 3, np.uint8)}
+    region = Region(10, 20, 200, 150, 1.0)
+    with GatewayHost(version, tmp_path / "p", "c3.tif", TOKEN) as host, live.connect(host.port, TOKEN) as gateway:
+        for name, (pixel_type, channels, dtype) in expected.items():
+            assert host.open(name) == name
+            image_ = gateway.image()
+            assert (image_.pixel_type, image_.n_channels, image_.is_rgb) == (pixel_type, channels, name == "rgb.tif")
+            source = live.GatewaySource(image_, tile=64)
+            got = source.read_region(region)
+            assert source.calls == 12 and got.dtype == dtype and got.shape == (150, 200, channels)
+            array = arrays[name]
+            want = np.moveaxis(array, 0, -1) if name == "c3.tif" else (array if array.ndim == 3 else array[:, :, None])
+            np.testing.assert_array_equal(got, want[20:170, 10:210])
