@@ -166,6 +166,17 @@ class LiveImage:
             self.uris = [str(u.toString()) for u in server.getURIs()]
         self._java_objects: dict[str, Any] = {}
 
+    def read(self, downsample: float = 1.0, bounds: tuple[float, float, float, float] | None = None, z: int = 0,
+             t: int = 0, route: str = "auto") -> Any:
+        """Pixels of the image (or of ``bounds`` = x0, y0, x1, y1) at ``downsample`` on plane z, t: (H, W, C)."""
+        from qpsam.geometry import Region
+        from qpsam.live.pixels import image_source
+        from qpsam.objects import ImagePlane
+
+        x0, y0, x1, y1 = bounds or (0.0, 0.0, float(self.width), float(self.height))
+        source, _, _ = image_source(self, route)
+        return source.read_region(Region(x0, y0, x1 - x0, y1 - y0, downsample, ImagePlane(z=z, t=t)))
+
     def _read(self, collection: Any, doing: str) -> _Found:
         ep = self.gateway.entry_point
         with self.gateway.call(doing):
