@@ -27,7 +27,7 @@ install-sam: $(PY)
 	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation --no-deps sam2==1.1.0
 
 install-test: install-sam
-	$(PIP) install -q -e '.[sam,server,dev,dask,paquo]'
+	$(PIP) install -q -e '.[sam,server,dev,dask,paquo,live]'
 
 demo: install-sam
 	$(VENV)/bin/qpsam demo
