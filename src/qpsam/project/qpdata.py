@@ -290,6 +290,11 @@ def java_to_python(value: Any) -> Any:
         return [java_to_python(v) for v in _list_items(value)]
     if name in ("java.util.HashMap", "java.util.LinkedHashMap", "java.util.TreeMap", "java.util.Hashtable"):
         return {java_to_python(k): java_to_python(v) for k, v in _map_items(value)}
+    if name in ("java.util.Collections$UnmodifiableList", "java.util.Collections$UnmodifiableRandomAccessList",
+                "java.util.Collections$UnmodifiableCollection", "java.util.Collections$UnmodifiableMap"):
+        # QuPath 0.5's measurement lists keep their names in an unmodifiable view: the wrapped collection.
+        return java_to_python(value.get("list") if value.get("list") is not None else
+                              value.get("c") if value.get("c") is not None else value.get("m"))
     if name == "java.util.Collections$SingletonMap":
         return {java_to_python(value.get("k")): java_to_python(value.get("v"))}
     if name == "java.util.CollSer":
