@@ -153,8 +153,8 @@ def _imported() -> list[PathObject]:
 
 def _project(folder: Path, version: str, objects: list[PathObject], images: int = 1) -> Path:
     with open_project(folder, "x", backend="native", version=version) as project:
-        for k in range(images):
-            project.add_image(IMAGE, name=f"image {k + 1}", allow_duplicates=True)
+        for k in range(images):  # the file name as the entry name: QuPath 0.6+ renames (and loads) otherwise
+            project.add_image(IMAGE, allow_duplicates=k > 0)
     if objects:
         with open_project(folder, "r+", backend="native") as project:
             project.images[0].add_objects(objects)
