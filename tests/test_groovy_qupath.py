@@ -28,6 +28,7 @@ from shapely.geometry import MultiPoint, Point, Polygon, box
 
 from qpsam import geojson
 from qpsam.cli import cli
+from qpsam.groovy import template_path, template_text
 from qpsam.objects import ImagePlane, ObjectType, PathClass, PathObject
 from qpsam.project import open_project
 
@@ -52,13 +53,14 @@ def run_script():
         reasons.append(f"no {RUN_SCRIPT}")
     need_qupath("; ".join(reasons) or None)
 
-    def run(version: str, project: Path, image: str | int, script: Path, *args: str) -> str:
+    def run(version: str, project: Path, image: str | int, script: Path, *args: str, status: int = 0) -> str:
         env = dict(os.environ, GROOVY_JAR=str(jar), QUPATH_JAVA_OPTS="-Xmx512m -XX:+UseSerialGC")
         env.pop("PAQUO_QUPATH_DIR", None)
         done = subprocess.run(["bash", str(RUN_SCRIPT), str(qupath_home()), version, str(project / "project.qpproj"),
                                str(image), str(script), *args], env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, f"QuPath {version} script failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-        return done.stdout
+        assert done.returncode == status, \
+            f"QuPath {version} script exited {done.returncode}, not {status}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout + done.stderr
 
     return run
 
@@ -234,6 +236,7 @@ def test_project_import_script_imports_each_entry(version: str, run_script, qupa
     _cli("import", by_qpsam, file, "--image", "1", "--backend", "native", "--replace")
     script = tmp_path / "project_import.groovy"
     _cli("script", "project-import", "-o", script)
+    assert script.read_text() == template_text("import_geojson_project.groovy")  # the shipped file, as it is
 
     assert "imported" in run_script(version, by_script, 1, script)
     assert "skipped" in run_script(version, by_script, 2, script)  # entry 2 has no file
@@ -241,6 +244,16 @@ def test_project_import_script_imports_each_entry(version: str, run_script, qupa
     for entry in (1, 2):
         problems = _same_placement(_entry_objects(judge, by_qpsam, entry), _entry_objects(judge, by_script, entry))
         assert not problems, f"QuPath {version}, entry {entry}:\n" + "\n".join(problems)
+
+
+def test_import_script_as_shipped_names_what_to_fill_in(run_script, qupath_judges, tmp_path: Path) -> None:
+    """``groovy/import_geojson.groovy`` unedited has no file to import: QuPath stops with the script's message and
+    the image is left as it was."""
+    project = _project(tmp_path / "base", "0.7.0", _existing())
+    before = _entry_objects(qupath_judges["0.7.0"], project)
+    out = run_script("0.7.0", project, 1, template_path("import_geojson.groovy"), status=1)
+    assert "Set geojsonFile at the top of the script" in out
+    assert _entry_objects(qupath_judges["0.7.0"], project) == before
 
 
 @pytest.mark.parametrize("version", VERSIONS)
