@@ -5,11 +5,11 @@ QuPath classes in it (``PathObjectHierarchy``, path objects, ROIs, path classes,
 and builds them back. Objects that were read and are unchanged are written with their original Java parts, so an
 unchanged file is written back byte for byte; new or edited objects are written the way QuPath writes them.
 
-ROIs written for new objects, as QuPath's geometry conversion does: points -> ``PointsROI`` (float coordinates),
-two-point lines -> ``LineROI``, an axis-aligned rectangle -> ``RectangleROI``, an object flagged ``ellipse`` ->
-``EllipseROI`` (its bounds), a polygon without holes -> ``PolygonROI`` (float coordinates), anything else ->
-``GeometryROI`` (WKB, doubles). Polygons and polylines whose coordinates are not exact 32-bit floats are written as
-``GeometryROI`` so that no precision is lost.
+ROIs written for new objects are the ones the file's QuPath version makes when it imports the same GeoJSON
+(:func:`roi_class`): points -> ``PointsROI``, two-point lines -> ``LineROI``, longer ones -> ``PolylineROI``, an
+axis-aligned rectangle in any corner order -> ``RectangleROI``, an object flagged ``ellipse`` -> ``EllipseROI`` (its
+bounds), another polygon without holes -> ``PolygonROI``, holes and multipolygons -> ``GeometryROI`` (WKB, doubles).
+Like QuPath, they keep coordinates as 32-bit floats and drop repeated vertices.
 """
 
 from __future__ import annotations
