@@ -174,6 +174,11 @@ def test_every_geometry_kind_gets_qupaths_own_roi_class(version: str, qupath_jud
         assert Q.roi_class(obj.geometry, obj.ellipse, version) == theirs[obj.name]["roi"], obj.name
         if obj.nucleus is not None:
             assert Q.roi_class(obj.nucleus, False, version) == theirs[obj.name]["nucleus_roi"], obj.name
+    # The Python API writes the same file content as the command.
+    by_python = _new_project(tmp_path / "by_python", version)
+    with open_project(by_python, "r+", backend="native") as opened:
+        opened.entry(1).add_objects(geojson.read(file))
+    assert judge.hierarchy(by_python / "data" / "1" / "data.qpdata") == list(ours.values())
     # Every QuPath version reads the file as qpsam does, and as the objects that were imported (in 32-bit floats).
     qupath_check(project, {1: [_as_floats(o) for o in geojson.read(file)]})
 
