@@ -131,7 +131,7 @@ def _shape(wkb: str) -> Any:
 def _differences(ours: dict[str, Any], theirs: dict[str, Any], tolerance: float) -> list[str]:
     """What differs between QuPath's reading of qpsam's object and QuPath's own import of the same feature."""
     out = []
-    for key in ("type", "roi", "nucleus_roi", "plane"):
+    for key in ("type", "roi", "nucleus_roi", "plane", "points"):
         if ours.get(key) != theirs.get(key):
             out.append(f"{key}: qpsam {ours.get(key)!r}, QuPath's import {theirs.get(key)!r}")
     for key in ("wkb", "nucleus_wkb"):
