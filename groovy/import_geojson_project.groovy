@@ -12,7 +12,7 @@
 // ==== Values to fill in (qpsam writes them; edit by hand otherwise) ====
 def geojsonFolder = 'qpsam/geojson'  // FILL IN: folder of the files; a relative path is read from the project's folder
 def fileNamePattern = '{id}.geojson'  // FILL IN: file name per image; {id} = image entry id, {name} = image name
-def removeBeforeImport = 'same-id'  // FILL IN: 'none', 'same-id' (objects whose id is in the file) or 'all'
+def removeBeforeImport = 'same-id'  // FILL IN: 'none', 'same-id' (objects with the file's ids are replaced in place) or 'all'
 def nestObjects = false  // FILL IN: true nests the imported objects under the objects that contain them
 // ==== End of values to fill in ====
 
@@ -32,17 +32,37 @@ if (!file.isFile()) {
 }
 
 def hierarchy = getCurrentHierarchy()
+def imported = qupath.lib.io.PathIO.readObjects(file.toPath())
+int replaced = 0
 switch (removeBeforeImport) {
     case 'all':
         hierarchy.clearAll()
         break
     case 'same-id':
-        // Running the import twice replaces the objects instead of doubling them.
-        def ids = qupath.lib.io.PathIO.readObjects(file.toPath()).collect { it.getID() } as Set
-        def previous = hierarchy.getAllObjects(false).findAll { ids.contains(it.getID()) }
-        if (previous) {
-            hierarchy.removeObjects(previous, true)
+        // As `qpsam import --replace` does: an object whose id is already in the image takes the old object's
+        // place (same parent, same position among its siblings), and keeps the old object's children when it has
+        // none of its own. So importing the same file twice replaces its objects instead of doubling them.
+        def present = hierarchy.getAllObjects(false).collectEntries { [(it.getID()): it] }
+        def added = []
+        for (obj in imported) {
+            def old = present[obj.getID()]
+            if (old == null || old.getParent() == null) {
+                added << obj
+                continue
+            }
+            if (!obj.hasChildObjects() && old.hasChildObjects()) {
+                def children = new ArrayList(old.getChildObjects())
+                old.clearChildObjects()
+                obj.addChildObjects(children)
+            }
+            def parent = old.getParent()
+            def siblings = new ArrayList(parent.getChildObjects())
+            siblings[siblings.indexOf(old)] = obj
+            parent.clearChildObjects()
+            parent.addChildObjects(siblings)
+            replaced++
         }
+        imported = added
         break
     case 'none':
         break
@@ -50,10 +70,10 @@ switch (removeBeforeImport) {
         throw new IllegalArgumentException("removeBeforeImport must be 'none', 'same-id' or 'all', not '${removeBeforeImport}'")
 }
 
-int before = hierarchy.getAllObjects(false).size()
-importObjectsFromFile(file.getAbsolutePath())
+// Objects are added at the top level, as `qpsam import` adds them.
+hierarchy.addObjects(imported)
 if (nestObjects) {
     resolveHierarchy()
 }
 fireHierarchyUpdate()
-println "qpsam: ${entry.getImageName()}: imported ${hierarchy.getAllObjects(false).size() - before} objects from ${file.getName()}"
+println "qpsam: ${entry.getImageName()}: imported ${imported.size() + replaced} objects (${replaced} replaced) from ${file.getName()}"

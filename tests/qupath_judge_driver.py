@@ -89,7 +89,7 @@ def describe(obj: Any) -> dict[str, Any]:
             geometry = _geometry_from_points(kind, points)
         else:
             geometry = bytes(writer.write(roi.getGeometry())).hex()
-        return {"roi": kind, "wkb": geometry,
+        return {"roi": kind, "wkb": geometry, "points": int(roi.getNumPoints()),
                 "bounds": [float(roi.getBoundsX()), float(roi.getBoundsY()),
                            float(roi.getBoundsX() + roi.getBoundsWidth()),
                            float(roi.getBoundsY() + roi.getBoundsHeight())]}

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+import shapely
 import tifffile
 from conftest import SAMPLES
 from shapely.geometry import Polygon
@@ -161,16 +162,19 @@ def test_thousand_polygons_save_and_reopen_exactly(backend: str, tmp_path: Path,
     new = _polygons(1000)
     with open_project(copy, "r+", backend=backend) as project:
         project.images[0].add_objects(new)
+    # QuPath's polygon ROIs hold 32-bit floats, and its import drops repeated vertices: that is what comes back.
+    kept = [o.replace(geometry=shapely.remove_repeated_points(
+        shapely.transform(o.geometry, lambda xy: xy.astype(np.float32).astype(np.float64)), 0.0)) for o in new]
     with open_project(copy, "r", backend=backend) as project:
         entry = project.images[0]
-        assert entry.objects == original + new
+        assert entry.objects == original + kept
         counts = entry.counts()
         assert counts["objectTypeCounts"]["Annotations"] == 1010
         assert counts["annotationClassificationCounts"]["Tumor"] == 333
         summary = json.loads((entry.data_dir / "summary.json").read_text())
         assert summary["hierarchy"] == counts
         # What was written natively also round-trips through QuPath GeoJSON.
-        assert geojson.loads(geojson.dumps(entry.objects)) == original + new
+        assert geojson.loads(geojson.dumps(entry.objects)) == original + kept
     assert (copy / "data" / "1" / "data.qpdata.backup").exists()
 
     # Removing: some new polygons, one original annotation and one cell inside the rectangle.
@@ -181,7 +185,7 @@ def test_thousand_polygons_save_and_reopen_exactly(backend: str, tmp_path: Path,
     with open_project(copy, "r", backend=backend) as project:
         entry = project.images[0]
         kept_ids = {o.id for o in gone}
-        expected = [o for o in original + new if o.id not in kept_ids]
+        expected = [o for o in original + kept if o.id not in kept_ids]
         expected[0] = rect.replace(children=tuple(c for c in rect.children if c.id not in kept_ids))
         assert entry.objects == expected
         assert len(entry.all_objects()) == 131 + 1000 - 5

@@ -59,7 +59,8 @@ def test_display_settings_and_entry_id_are_read_as_properties(lmd: Path) -> None
 
 
 def _variety() -> list[PathObject]:
-    """One object of every kind qpsam writes (exact float32 coordinates where QuPath stores floats)."""
+    """One object of every kind qpsam writes (some with coordinates that are not 32-bit floats, one rectangle
+    whose corners are not in QuPath's order)."""
     tumor = PathClass("Tumor", (200, 0, 0))
     positive = PathClass("Tumor: Positive", (250, 62, 62))
     cell = PathObject(Polygon([(10, 10), (30, 10), (30, 30), (10, 30.5)]), ObjectType.CELL, positive,
@@ -72,7 +73,7 @@ def _variety() -> list[PathObject]:
         PathObject(MultiPolygon([box(200, 200, 210, 210), box(220, 220, 230, 230)]), locked=True,
                    color=(1, 2, 3)),
         PathObject(Polygon([(300, 300), (300, 310), (320, 310), (320, 300), (300, 300)])),  # QuPath's rectangle
-        PathObject(Polygon([(0.1, 0.2), (5.3, 0.1), (3.3, 7.7)])),  # doubles, not floats: kept exactly
+        PathObject(Polygon([(0.1, 0.2), (5.3, 0.1), (3.3, 7.7)])),  # doubles: QuPath keeps them as floats
         PathObject(Polygon([(1.5, 2.5), (9.25, 2.5), (4.125, 8)]), ObjectType.DETECTION, PathClass("Other"),
                    plane=ImagePlane(c=1, z=2, t=3), color=(10, 20, 30, 128)),
         PathObject(Point(5.5, 6.5), name="ünïcode\x00 and NUL"),
@@ -91,13 +92,47 @@ def test_new_objects_of_every_kind_round_trip_exactly(tmp_path: Path, version: s
     q = Q.new_qpdata({"builderType": "uri", "uri": "file:/x.tif"}, "FLUORESCENCE", version, "/p.qpproj::1")
     q.objects = objects
     back = Q.write_qpdata(tmp_path / "data.qpdata", q)
-    assert back.objects == objects
+    stored = [_as_qupath_keeps(o, version) for o in objects]
+    assert back.objects == stored
     again = Q.read_qpdata(tmp_path / "data.qpdata")
-    assert again.objects == objects and again.image_type == "FLUORESCENCE"
+    assert again.objects == stored and again.image_type == "FLUORESCENCE"
     assert again.properties == {"PROJECT_ENTRY_ID": "/p.qpproj::1"}
     # Re-encoding what was read changes nothing, and GeoJSON carries the same objects.
     assert again.to_bytes() == (tmp_path / "data.qpdata").read_bytes()
-    assert geojson.loads(geojson.dumps(again.objects)) == objects
+    assert geojson.loads(geojson.dumps(again.objects)) == stored
+
+
+def _as_qupath_keeps(obj: PathObject, version: str) -> PathObject:
+    """``obj`` as QuPath's ROIs hold it: 32-bit float coordinates, a rectangle as its corners from the top left
+    going down first (the order ``RectangleROI`` gives back)."""
+    def kept(geometry: shapely.Geometry | None) -> shapely.Geometry | None:
+        if geometry is None or obj.ellipse:
+            return geometry
+        kind = Q.roi_class(geometry, False, version)
+        if kind == "RectangleROI":
+            x, y, x2, y2 = geometry.bounds
+            geometry = Polygon([(x, y), (x, y2), (x2, y2), (x2, y)])
+        if kind != "GeometryROI":
+            geometry = shapely.transform(geometry, lambda xy: xy.astype("float32").astype("float64"))
+        return geometry
+
+    return obj.replace(geometry=kept(obj.geometry), nucleus=kept(obj.nucleus),
+                       children=tuple(_as_qupath_keeps(c, version) for c in obj.children))
+
+
+def test_polygons_and_rectangles_are_written_as_qupath_imports_them(tmp_path: Path) -> None:
+    """Issue 13.4: not a GeometryROI for coordinates that are not 32-bit floats, and a RectangleROI whatever the
+    order of a rectangle's corners."""
+    rectangles = [Polygon([(0, 0), (9.01, 0), (9.01, 5.03), (0, 5.03)]), box(40, 40, 50, 50),
+                  Polygon([(50, 50), (40, 50), (40, 40), (50, 40)])]
+    objects = [PathObject(r) for r in rectangles] + [
+        PathObject(Polygon([(0.1, 0.2), (5.3, 0.1), (3.3, 7.7)])), PathObject(LineString([(0, 0), (1.1, 2), (3, 4)]))]
+    q = Q.new_qpdata(None, "OTHER", "0.6.0")
+    q.objects = objects
+    kinds = [o.class_name.split(".")[-1] for o in _walk_java(Q.J.loads(q.to_bytes()).contents)
+             if o.class_name.startswith("qupath.lib.roi.")]
+    assert sorted(kinds) == sorted(["RectangleROI$SerializationProxy"] * 3 + ["PolygonROI$SerializationProxy",
+                                                                             "PolylineROI$SerializationProxy"])
 
 
 def test_rois_are_the_ones_qupath_makes(tmp_path: Path) -> None:

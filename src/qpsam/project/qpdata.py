@@ -5,11 +5,11 @@ QuPath classes in it (``PathObjectHierarchy``, path objects, ROIs, path classes,
 and builds them back. Objects that were read and are unchanged are written with their original Java parts, so an
 unchanged file is written back byte for byte; new or edited objects are written the way QuPath writes them.
 
-ROIs written for new objects, as QuPath's geometry conversion does: points -> ``PointsROI`` (float coordinates),
-two-point lines -> ``LineROI``, an axis-aligned rectangle -> ``RectangleROI``, an object flagged ``ellipse`` ->
-``EllipseROI`` (its bounds), a polygon without holes -> ``PolygonROI`` (float coordinates), anything else ->
-``GeometryROI`` (WKB, doubles). Polygons and polylines whose coordinates are not exact 32-bit floats are written as
-``GeometryROI`` so that no precision is lost.
+ROIs written for new objects are the ones the file's QuPath version makes when it imports the same GeoJSON
+(:func:`roi_class`): points -> ``PointsROI``, two-point lines -> ``LineROI``, longer ones -> ``PolylineROI``, an
+axis-aligned rectangle in any corner order -> ``RectangleROI``, an object flagged ``ellipse`` -> ``EllipseROI`` (its
+bounds), another polygon without holes -> ``PolygonROI``, holes and multipolygons -> ``GeometryROI`` (WKB, doubles).
+Like QuPath, they keep coordinates as 32-bit floats and drop repeated vertices.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ __all__ = [
     "summarize",
     "ellipse_polygon",
     "java_to_python",
+    "roi_class",
 ]
 
 DATA_FILE_VERSION = 3
@@ -289,6 +290,11 @@ def java_to_python(value: Any) -> Any:
         return [java_to_python(v) for v in _list_items(value)]
     if name in ("java.util.HashMap", "java.util.LinkedHashMap", "java.util.TreeMap", "java.util.Hashtable"):
         return {java_to_python(k): java_to_python(v) for k, v in _map_items(value)}
+    if name in ("java.util.Collections$UnmodifiableList", "java.util.Collections$UnmodifiableRandomAccessList",
+                "java.util.Collections$UnmodifiableCollection", "java.util.Collections$UnmodifiableMap"):
+        # QuPath 0.5's measurement lists keep their names in an unmodifiable view: the wrapped collection.
+        return java_to_python(value.get("list") if value.get("list") is not None else
+                              value.get("c") if value.get("c") is not None else value.get("m"))
     if name == "java.util.Collections$SingletonMap":
         return {java_to_python(value.get("k")): java_to_python(value.get("v"))}
     if name == "java.util.CollSer":
@@ -539,57 +545,115 @@ def _model_geometry(geometry: BaseGeometry, where: str) -> BaseGeometry:
     raise ProjectError(f"{where}: {geometry.geom_type} geometries are not supported by qpsam's object model")
 
 
-def _is_float32(values: Iterable[float]) -> bool:
-    array = np.asarray(list(values), dtype=np.float64)
-    return bool(np.all(array.astype(np.float32).astype(np.float64) == array))
+def _f32(value: float) -> float:
+    """``value`` as the 32-bit float QuPath keeps (its GeoJSON import reads into float coordinate sequences)."""
+    return float(np.float32(value))
 
 
-def _canonical_box(polygon: Polygon) -> tuple[float, float, float, float] | None:
-    """The bounds when ``polygon`` is exactly the rectangle QuPath's RectangleROI gives back."""
-    if polygon.interiors or polygon.is_empty:
-        return None
-    coords = list(polygon.exterior.coords)
-    if len(coords) != 5:
-        return None
+def _is_box(polygon: Polygon, version: tuple[int, ...]) -> bool:
+    """Whether QuPath ``version``'s GeoJSON import makes a ``RectangleROI`` of this hole-free polygon.
+
+    QuPath 0.6+ asks JTS whether the polygon is a rectangle: one ring of four corners, each on a corner of the
+    bounding box, every edge parallel to an axis, whatever the start corner and direction. Before 0.6 QuPath
+    converts every polygon to a Java ``Area``, which is rectangular when the polygon fills its bounding box with
+    one edge on each vertical side: extra vertices along the top and bottom edges still give a rectangle there,
+    extra vertices along the left and right edges do not (the ``Area`` keeps vertical edges as they are split).
+    """
     x, y, x2, y2 = polygon.bounds
     if x == x2 or y == y2:
-        return None
-    return (x, y, x2, y2) if coords == [(x, y), (x, y2), (x2, y2), (x2, y), (x, y)] else None
+        return False
+    ring = list(polygon.exterior.coords)
+    edges = list(zip(ring, ring[1:]))
+    if _before_06(version):
+        # A valid polygon with axis-parallel edges and every vertex on its bounding box is that box.
+        vertical = sum(a[0] == b[0] for a, b in edges)
+        return (vertical == 2 and all(a[0] == b[0] or a[1] == b[1] for a, b in edges)
+                and all(px in (x, x2) or py in (y, y2) for px, py in ring) and polygon.is_valid)
+    if len(ring) != 5 or any(px not in (x, x2) or py not in (y, y2) for px, py in ring):
+        return False
+    # Each edge moves along exactly one axis.
+    return all((a[0] != b[0]) != (a[1] != b[1]) for a, b in edges)
 
 
-def _geometry_to_roi(pool: _Pool, geometry: BaseGeometry, plane: ImagePlane, ellipse: bool) -> J.JavaObject:
+def roi_class(geometry: BaseGeometry, ellipse: bool = False, version: str | tuple[int, ...] | None = None) -> str:
+    """The ROI class QuPath ``version`` (default: the newest) makes of ``geometry`` on a GeoJSON import.
+
+    ``PointsROI`` for points, ``EllipseROI`` for a polygon flagged ``ellipse``, ``LineROI`` for a line of two
+    distinct points, ``PolylineROI`` for longer lines, ``RectangleROI`` for an axis-aligned rectangle (see
+    :func:`_is_box`), ``PolygonROI`` for any other polygon without holes (also a one-part multipolygon), and
+    ``GeometryROI`` for polygons with holes, multipolygons and empty geometries.
+    """
+    vt = () if version is None else version if isinstance(version, tuple) else _version_tuple(version)
+    geometry = _roi_geometry(geometry, vt)
+    if geometry.is_empty:
+        return "GeometryROI"
+    if isinstance(geometry, (Point, MultiPoint)):
+        return "PointsROI"
+    if isinstance(geometry, LineString):
+        return "LineROI" if len(geometry.coords) == 2 else "PolylineROI"
+    if isinstance(geometry, Polygon):
+        if ellipse:
+            return "EllipseROI"
+        if geometry.interiors:
+            return "GeometryROI"
+        return "RectangleROI" if _is_box(geometry, vt) else "PolygonROI"
+    return "EllipseROI" if ellipse and isinstance(geometry, MultiPolygon) else "GeometryROI"
+
+
+def _before_06(version: tuple[int, ...]) -> bool:
+    return bool(version) and version < (0, 6)
+
+
+def _roi_geometry(geometry: BaseGeometry, version: tuple[int, ...]) -> BaseGeometry:
+    """The geometry QuPath ``version`` turns into a ROI: repeated vertices dropped (0.6+ drops them when it
+    reduces the precision of what it reads; before 0.6 only polygons lose them, in their ``Area``), a multipolygon
+    of one part taken as that polygon."""
+    if geometry.is_empty or isinstance(geometry, (Point, MultiPoint)):
+        return geometry
+    if not (isinstance(geometry, LineString) and _before_06(version)):
+        geometry = shapely.remove_repeated_points(geometry, 0.0)
+    if isinstance(geometry, MultiPolygon) and len(geometry.geoms) == 1:
+        return geometry.geoms[0]
+    return geometry
+
+
+def _geometry_to_roi(pool: _Pool, geometry: BaseGeometry, plane: ImagePlane, ellipse: bool,
+                     version: tuple[int, ...] = ()) -> J.JavaObject:
+    """The ROI QuPath ``version``'s GeoJSON import makes of ``geometry`` (see :func:`roi_class`), as its
+    serialisation proxy. Points, polygons and polylines are kept as 32-bit floats, as QuPath keeps them."""
     c, z, t = plane.c, plane.z, plane.t
+    kind = roi_class(geometry, ellipse, version)
+    shape = _roi_geometry(geometry, version)
 
     def float_array(values: Sequence[float]) -> J.JavaArray:
         return J.JavaArray(pool.desc("[F"), np.asarray(values, dtype=">f4"))
 
-    if isinstance(geometry, (Point, MultiPoint)):
-        pts = [(geometry.x, geometry.y)] if isinstance(geometry, Point) else [(p.x, p.y) for p in geometry.geoms]
+    def bounded(name: str, x: float, y: float, x2: float, y2: float) -> J.JavaObject:
+        return _obj(pool.desc(_ROI + name + "$SerializationProxy"), c=c, t=t, x=x, x2=x2, y=y, y2=y2, z=z,
+                    name=None)
+
+    if kind == "PointsROI":
+        pts = [(shape.x, shape.y)] if isinstance(shape, Point) else [(p.x, p.y) for p in shape.geoms]
         return _obj(pool.desc(_ROI + "PointsROI$SerializationProxy"), c=c, t=t, z=z, name=None,
                     x=float_array([p[0] for p in pts]), y=float_array([p[1] for p in pts]))
-    if isinstance(geometry, Polygon) and ellipse and not geometry.is_empty:
-        x, y, x2, y2 = geometry.bounds
-        return _obj(pool.desc(_ROI + "EllipseROI$SerializationProxy"), c=c, t=t, x=x, x2=x2, y=y, y2=y2, z=z,
-                    name=None)
-    if isinstance(geometry, LineString) and not geometry.is_empty:
-        coords = list(geometry.coords)
-        if len(coords) == 2:
-            (x, y), (x2, y2) = coords
-            return _obj(pool.desc(_ROI + "LineROI$SerializationProxy"), c=c, t=t, x=x, x2=x2, y=y, y2=y2, z=z,
-                        name=None)
-        if _is_float32(v for xy in coords for v in xy):
-            return _obj(pool.desc(_ROI + "PolylineROI$SerializationProxy"), c=c, t=t, z=z,
-                        x=float_array([p[0] for p in coords]), y=float_array([p[1] for p in coords]))
-    if isinstance(geometry, Polygon) and not geometry.interiors and not geometry.is_empty:
-        box = _canonical_box(geometry)
-        if box is not None:
-            x, y, x2, y2 = box
-            return _obj(pool.desc(_ROI + "RectangleROI$SerializationProxy"), c=c, t=t, x=x, x2=x2, y=y, y2=y2,
-                        z=z, name=None)
-        coords = list(geometry.exterior.coords)[:-1]
-        if len(coords) >= 3 and _is_float32(v for xy in coords for v in xy):
-            return _obj(pool.desc(_ROI + "PolygonROI$SerializationProxy"), c=c, t=t, z=z, name=None, stats=None,
-                        x=float_array([p[0] for p in coords]), y=float_array([p[1] for p in coords]))
+    if kind == "EllipseROI":
+        return bounded("EllipseROI", *shape.bounds)
+    if kind == "LineROI":
+        (x, y), (x2, y2) = shape.coords
+        return bounded("LineROI", _f32(x), _f32(y), _f32(x2), _f32(y2))
+    if kind == "PolylineROI":
+        coords = list(shape.coords)
+        return _obj(pool.desc(_ROI + "PolylineROI$SerializationProxy"), c=c, t=t, z=z,
+                    x=float_array([p[0] for p in coords]), y=float_array([p[1] for p in coords]))
+    if kind == "RectangleROI":
+        x, y, x2, y2 = (_f32(v) for v in shape.bounds)
+        return bounded("RectangleROI", x, y, x2, y2)
+    if kind == "PolygonROI":
+        coords = list(shape.exterior.coords)
+        if _before_06(version):
+            coords = coords[:-1]  # 0.5.1 builds its polygons from an Area, without the closing vertex
+        return _obj(pool.desc(_ROI + "PolygonROI$SerializationProxy"), c=c, t=t, z=z, name=None, stats=None,
+                    x=float_array([p[0] for p in coords]), y=float_array([p[1] for p in coords]))
     wkb = shapely.to_wkb(geometry, byte_order=0, output_dimension=2)
     return _obj(pool.desc(_ROI + "GeometryROI$WKBSerializationProxy"), c=c, t=t, z=z, stats=None,
                 wkb=J.JavaArray(pool.desc("[B"), wkb))
@@ -805,11 +869,11 @@ class _Encoder:
             put(tail, "class", None if obj.path_class is None else pool.path_class(obj.path_class))
         if old is None or not _same_geometry(old.geometry, obj.geometry) or old.plane != obj.plane \
                 or old.ellipse != obj.ellipse:
-            put(tail, "roi", _geometry_to_roi(pool, obj.geometry, obj.plane, obj.ellipse))
+            put(tail, "roi", _geometry_to_roi(pool, obj.geometry, obj.plane, obj.ellipse, self.version))
         if obj.object_type is ObjectType.CELL and (old is None or not _same_geometry(old.nucleus, obj.nucleus)
                                                    or old.plane != obj.plane):
             put(tail, "nucleus", None if obj.nucleus is None else _geometry_to_roi(pool, obj.nucleus, obj.plane,
-                                                                                     False))
+                                                                                     False, self.version))
         java.external = _write_parts(head, children, tail)
         return java
 
@@ -1144,12 +1208,18 @@ def _same_tree(expected: Sequence[PathObject], actual: Sequence[PathObject], tol
 def _near(a: BaseGeometry, b: BaseGeometry, tolerance: float) -> bool:
     if a.is_empty or b.is_empty:
         return a.is_empty and b.is_empty
+    a, b = (g.geoms[0] if isinstance(g, MultiPolygon) and len(g.geoms) == 1 else g for g in (a, b))
     if a.geom_type != b.geom_type:
         return False
     ca, cb = shapely.get_coordinates(a), shapely.get_coordinates(b)
+    # QuPath keeps ROI coordinates as 32-bit floats: far from the origin they move by more than ``tolerance``.
+    tolerance += float(np.abs(ca).max(initial=0.0)) * 2.0 ** -23
     if ca.shape == cb.shape and np.allclose(ca, cb, rtol=0, atol=tolerance):
         return True
-    return bool(a.equals_exact(b, tolerance) or a.normalize().equals_exact(b.normalize(), tolerance))
+    if a.equals_exact(b, tolerance) or a.normalize().equals_exact(b.normalize(), tolerance):
+        return True
+    # The same shape with other vertices (a rectangle ROI for a polygon with extra vertices along its edges).
+    return bool(shapely.hausdorff_distance(a, b) <= tolerance)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
