@@ -949,6 +949,11 @@ class QpData:
         stream = self._stream if self._stream is not None else _new_stream(self)
         pool = _Pool()
         pool.harvest(stream)
+        # A derived class ("Tumor: Positive") stores its parent: give the parent the colour its own objects use,
+        # since QuPath keeps the first colour it reads for a class name.
+        for obj in walk(self.objects):
+            if obj.path_class is not None and obj.path_class.color is not None:
+                pool.class_colors.setdefault(obj.path_class.name, obj.path_class.color)
         if class_colors:
             pool.class_colors.update(class_colors)
         contents = list(stream.contents)
