@@ -7,11 +7,9 @@ not write one project at once; QuPath itself does not expect two writers either.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import shutil
-import socket
 import time
 import uuid
 import zipfile
@@ -21,6 +19,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from qpsam.errors import ImageReadError, ProjectError
+from qpsam.fileio import remove_leftovers
+from qpsam.filelock import FileLock
 from qpsam.geometry import Region
 from qpsam.objects import PathClass, PathObject, walk
 
@@ -42,64 +42,41 @@ _OPENSLIDE = "qupath.lib.images.servers.openslide.OpenslideServerBuilder"
 
 
 class ProjectLock:
-    """An exclusive lock file next to ``project.qpproj``, taken by writers and removed on close.
+    """The writer's lock on a project: ``project.qpproj.lock``, an OS advisory lock held until :meth:`release`
+    (see :mod:`qpsam.filelock`), so a lock left by a killed process or a full disk never blocks anyone.
 
-    A lock left by a process that no longer runs on this host is taken over.
-    """
+    Taking it also removes temporary files that interrupted writes left in the project (they predate the lock,
+    so no live writer owns them)."""
 
     def __init__(self, project_file: Path) -> None:
+        self.project_file = project_file
         self.path = project_file.with_name(project_file.name + ".lock")
-        self.held = False
-
-    def acquire(self) -> None:
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "time": _dt.datetime.now().isoformat()}
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None and self._stale(holder):
-                    self.path.unlink(missing_ok=True)
-                    continue
-                who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
-                raise ProjectError(
-                    f"{self.path.parent / pj.PROJECT_FILE}: the project is open for writing by {who} "
-                    f"(lock file {self.path}); close it there, or delete the lock file if that process is gone"
-                ) from None
-            except OSError as exc:
-                raise ProjectError(f"{self.path}: cannot create the project's lock file "
-                                   f"({exc.strerror or exc}); is the folder read-only?") from exc
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(info, fh)
-            self.held = True
-            return
-
-    def _holder(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else None
-        except (OSError, ValueError):
-            return None
+        self._lock = FileLock(self.path, self._refusal)
 
     @staticmethod
-    def _stale(holder: Mapping[str, Any]) -> bool:
-        if holder.get("host") != socket.gethostname():
-            return False
-        pid = holder.get("pid")
-        if not isinstance(pid, int) or pid <= 0:
-            return True
+    def _refusal(holder: Mapping[str, Any] | None, path: Path) -> str:
+        who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
+        return (f"{path.parent / pj.PROJECT_FILE}: the project is open for writing by {who} "
+                f"(lock file {path}); close it there, or delete the lock file if that process is gone")
+
+    @property
+    def held(self) -> bool:
+        return self._lock.held
+
+    def acquire(self, timeout: float = 0.0) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds for another writer to finish."""
+        self._lock.acquire(timeout)
+        since = self._lock.acquired_at or time.time()
+        folder = self.path.parent
+        data = folder / "data"
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+            entry_dirs = [Path(d.path) for d in os.scandir(data) if d.is_dir()] if data.is_dir() else []
+        except OSError:
+            entry_dirs = []
+        remove_leftovers([folder, folder / "classifiers", *entry_dirs], older_than=since)
 
     def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        self._lock.release()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -448,7 +425,8 @@ class NativeProject:
 
     backend = "native"
 
-    def __init__(self, path: str | os.PathLike[str], mode: str = "r", *, version: str = pj.DEFAULT_VERSION) -> None:
+    def __init__(self, path: str | os.PathLike[str], mode: str = "r", *, version: str = pj.DEFAULT_VERSION,
+                 lock_timeout: float = 0.0) -> None:
         if mode not in MODES:
             raise ProjectError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.file = pj.project_file(path).absolute()
@@ -472,7 +450,7 @@ class NativeProject:
                 except OSError as exc:
                     raise ProjectError(f"{self.path}: cannot create the project folder ({exc.strerror or exc})") \
                         from exc
-            self._lock.acquire()
+            self._lock.acquire(lock_timeout)
         try:
             if mode == "w" and exists:
                 self._truncate()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from shapely.geometry import LineString, MultiPoint, MultiPolygon, Point, Polygo
 from shapely.geometry.base import BaseGeometry
 
 from qpsam.errors import ProjectError
+from qpsam.fileio import atomic_write
 from qpsam.objects import ImagePlane, ObjectType, PathClass, PathObject, walk
 
 from . import javaser as J
@@ -1152,19 +1152,6 @@ def _near(a: BaseGeometry, b: BaseGeometry, tolerance: float) -> bool:
     return bool(a.equals_exact(b, tolerance) or a.normalize().equals_exact(b.normalize(), tolerance))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_qpdata(path: str | os.PathLike[str], data: QpData, *, summary: Mapping[str, Any] | None = None,
                  class_colors: Mapping[str, tuple[int, ...]] | None = None, backup: bool = True) -> QpData:
     """Write ``data`` to ``path`` safely and return what the file now holds (read back from disk).
@@ -1185,25 +1172,8 @@ def write_qpdata(path: str | os.PathLike[str], data: QpData, *, summary: Mapping
         raise ProjectError(f"{where}: refusing to write, the new contents do not read back the same ({why})")
     if not path.parent.is_dir():
         raise ProjectError(f"{where}: folder {path.parent} does not exist")
-    backup_path = path.with_name(path.name + ".backup")
-    had_old = path.exists()
-    try:
-        if had_old and backup:
-            _atomic_write(backup_path, path.read_bytes())
-        _atomic_write(path, payload)
-    except OSError as exc:
-        raise ProjectError(f"{where}: cannot write ({exc.strerror or exc}); the previous file is unchanged") from exc
-    try:
-        on_disk = path.read_bytes()
-    except OSError as exc:
-        on_disk = None
-        reason = f"cannot read it back ({exc.strerror or exc})"
-    else:
-        reason = "its bytes differ from what was written"
-    if on_disk != payload:
-        if had_old and backup and backup_path.exists():
-            os.replace(backup_path, path)
-        raise ProjectError(f"{where}: the file on disk is not what was written: {reason}")
+    # The backup is replaced only once the new file is complete (atomic_write), so a full disk keeps both.
+    atomic_write(path, payload, backup=backup)
     back = written
     back.path = path
     if summary is not None:
@@ -1218,8 +1188,5 @@ def _write_summary(path: Path, data: QpData, server: Mapping[str, Any]) -> None:
         "server": dict(server),
         "hierarchy": summarize(data.objects),
     }
-    try:
-        _atomic_write(path, json.dumps(content, separators=(",", ":")).encode("utf-8"))
-    except OSError as exc:
-        raise ProjectError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    atomic_write(path, json.dumps(content, separators=(",", ":")).encode("utf-8"))
 
