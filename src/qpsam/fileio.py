@@ -14,12 +14,13 @@ import os
 import secrets
 import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from .errors import FileWriteError
 
-__all__ = ["atomic_write", "backup_path", "remove_leftovers", "TMP_SUFFIX"]
+__all__ = ["StagedFile", "atomic_write", "backup_path", "commit_all", "remove_leftovers", "stage", "TMP_SUFFIX"]
 
 TMP_SUFFIX = ".tmp"
 Verify = Callable[[Path], None]
@@ -90,15 +91,52 @@ def _stage_backup(path: Path, bak: Path) -> Path:
     return staged
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, backup: bool | str | os.PathLike[str] = False,
-                 verify: bool | Verify = True) -> Path:
-    """Replace ``path`` with ``data`` so that no reader ever sees a partial file; return ``path``.
+@dataclass
+class StagedFile:
+    """A new version of ``path`` complete on disk as a temporary file, not yet in place (see :func:`stage`)."""
 
-    ``backup``: True keeps the replaced file as ``<name>.backup`` (or give the backup's path); the backup is
-    replaced only once the new file is complete on disk. ``verify``: True re-reads the written bytes; a callable
-    gets the temporary file's path and raises to refuse it (nothing is replaced then). Raises
-    :class:`~qpsam.errors.FileWriteError` naming the file; the previous file and backup are then unchanged.
-    """
+    path: Path
+    tmp: Path
+    payload: bytes
+    backup: Path | None
+    verify: bool
+
+    def commit(self) -> Path:
+        """Keep the current file as the backup (if asked), move the new one into place, re-read it."""
+        path, staged = self.path, None
+        try:
+            if self.backup is not None and path.exists():
+                staged = _stage_backup(path, self.backup)
+                os.replace(staged, self.backup)
+                staged = None
+            os.replace(self.tmp, path)
+        except OSError as exc:
+            self.discard()
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+            raise FileWriteError(f"{path}: cannot write ({exc.strerror or exc}); the previous file is unchanged") \
+                from exc
+        _fsync_dir(path.parent)
+        if self.verify:
+            try:
+                same = path.read_bytes() == self.payload
+            except OSError as exc:
+                raise FileWriteError(f"{path}: written but cannot be read back ({exc.strerror or exc})") from exc
+            if not same:
+                raise FileWriteError(f"{path}: the file on disk is not what was written")
+        return path
+
+    def discard(self) -> None:
+        """Remove the temporary file (the target stays as it was)."""
+        self.tmp.unlink(missing_ok=True)
+
+
+def stage(path: str | os.PathLike[str], data: bytes | str, *, backup: bool | str | os.PathLike[str] = False,
+          verify: bool | Verify = True) -> StagedFile:
+    """Write ``data`` beside ``path`` as a complete, fsynced temporary file with the target's mode and group (or
+    the umask's), checked (``verify``: True re-reads it, a callable gets its path and raises to refuse it).
+    Nothing is replaced until :meth:`StagedFile.commit`; so several files can be staged, then committed together
+    once all fit on the disk. Raises :class:`~qpsam.errors.FileWriteError` naming the file."""
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     folder = path.parent if str(path.parent) else Path(".")
@@ -112,39 +150,47 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, backup: boo
         raise FileWriteError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     bak = None if backup is False else (backup_path(path) if backup is True else Path(backup))
     tmp = _temp_name(path)
-    staged: Path | None = None
     try:
         try:
             _create(tmp, payload)
             _keep_mode(tmp, old)
             if verify and tmp.read_bytes() != payload:
                 raise FileWriteError(f"{path}: the temporary file {tmp.name} does not read back as written")
-            if callable(verify):
-                verify(tmp)
-            if bak is not None and old is not None:
-                staged = _stage_backup(path, bak)
-                os.replace(staged, bak)
-                staged = None
-            os.replace(tmp, path)
         except OSError as exc:
             if isinstance(exc, FileWriteError):
                 raise
             raise FileWriteError(f"{path}: cannot write ({exc.strerror or exc}); the previous file is unchanged") \
                 from exc
+        if callable(verify):
+            verify(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
-        if staged is not None:
-            staged.unlink(missing_ok=True)
         raise
-    _fsync_dir(folder)
-    if verify:
+    return StagedFile(path, tmp, payload, bak, bool(verify))
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, backup: bool | str | os.PathLike[str] = False,
+                 verify: bool | Verify = True) -> Path:
+    """Replace ``path`` with ``data`` so that no reader ever sees a partial file; return ``path``.
+
+    ``backup``: True keeps the replaced file as ``<name>.backup`` (or give the backup's path); the backup is
+    replaced only once the new file is complete on disk. ``verify``: True re-reads the written bytes; a callable
+    gets the temporary file's path and raises to refuse it (nothing is replaced then). Raises
+    :class:`~qpsam.errors.FileWriteError` naming the file; the previous file and backup are then unchanged.
+    """
+    return stage(path, data, backup=backup, verify=verify).commit()
+
+
+def commit_all(staged: Sequence[StagedFile]) -> None:
+    """Commit files staged together, in order; if one cannot be committed, the ones not yet committed are
+    discarded (their targets unchanged)."""
+    for i, item in enumerate(staged):
         try:
-            same = path.read_bytes() == payload
-        except OSError as exc:
-            raise FileWriteError(f"{path}: written but cannot be read back ({exc.strerror or exc})") from exc
-        if not same:
-            raise FileWriteError(f"{path}: the file on disk is not what was written")
-    return path
+            item.commit()
+        except BaseException:
+            for rest in staged[i + 1:]:
+                rest.discard()
+            raise
 
 
 def remove_leftovers(folders: Iterable[Path], older_than: float | None = None) -> list[Path]:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from qpsam.errors import ImageReadError, ProjectError
-from qpsam.fileio import remove_leftovers
+from qpsam.fileio import atomic_write, remove_leftovers
 from qpsam.filelock import FileLock
 from qpsam.geometry import Region
 from qpsam.objects import PathClass, PathObject, walk
@@ -27,7 +27,7 @@ from qpsam.objects import PathClass, PathObject, walk
 from . import hierarchy as hy
 from . import pixels as px
 from . import qpproj as pj
-from .qpdata import QpData, new_qpdata, read_qpdata, summarize, write_qpdata
+from .qpdata import QpData, new_qpdata, read_qpdata, summarize, summary_json, write_qpdata
 
 __all__ = ["NativeProject", "NativeEntry", "ProjectLock", "MODES"]
 
@@ -345,6 +345,32 @@ class NativeEntry:
         self._qpdata = back
         self._loaded = tuple(back.objects)
 
+    def _repair_summary(self) -> bool:
+        """Rewrite ``summary.json`` when a save killed between its two renames left it older than ``data.qpdata``
+        with other counts (QuPath's project list shows those counts). True when it was rewritten."""
+        summary_file = self.data_dir / "summary.json"
+        try:
+            data_time = os.stat(self.data_file).st_mtime_ns
+        except OSError:
+            return False
+        try:
+            summary_time = os.stat(summary_file).st_mtime_ns
+        except OSError:
+            summary_time = -1
+        if summary_time >= data_time:
+            return False
+        try:
+            data = self._data()
+        except ProjectError:
+            return False  # a damaged data file is reported when it is used, not when the project opens
+        current = self._summary()
+        if summary_time >= 0 and current.get("hierarchy") == summarize(data.objects):
+            os.utime(summary_file)  # agrees: do not check it again
+            return False
+        server = current.get("server") if isinstance(current.get("server"), dict) else self._server_summary()
+        atomic_write(summary_file, summary_json(data, server))
+        return True
+
     def _server_summary(self) -> dict[str, Any]:
         try:
             meta = self._metadata_block()
@@ -465,6 +491,9 @@ class NativeProject:
             self._check_json()
             self._saved_json = json.loads(json.dumps(self._json))
             self._entries = [NativeEntry(self, e) for e in self._json.get("images", [])]
+            if mode != "r":
+                for entry in self._entries:
+                    entry._repair_summary()
         except BaseException:
             self._lock.release()
             raise

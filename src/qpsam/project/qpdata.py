@@ -29,7 +29,7 @@ from shapely.geometry import LineString, MultiPoint, MultiPolygon, Point, Polygo
 from shapely.geometry.base import BaseGeometry
 
 from qpsam.errors import ProjectError
-from qpsam.fileio import atomic_write
+from qpsam.fileio import commit_all, stage
 from qpsam.objects import ImagePlane, ObjectType, PathClass, PathObject, walk
 
 from . import javaser as J
@@ -1172,21 +1172,28 @@ def write_qpdata(path: str | os.PathLike[str], data: QpData, *, summary: Mapping
         raise ProjectError(f"{where}: refusing to write, the new contents do not read back the same ({why})")
     if not path.parent.is_dir():
         raise ProjectError(f"{where}: folder {path.parent} does not exist")
-    # The backup is replaced only once the new file is complete (atomic_write), so a full disk keeps both.
-    atomic_write(path, payload, backup=backup)
+    # Both files are complete on disk before either is replaced, and the backup is replaced only then, so a full
+    # disk keeps the data, its backup and its summary as they were; the summary follows the data at once.
+    files = [stage(path, payload, backup=backup)]
+    if summary is not None:
+        try:
+            files.append(stage(path.with_name("summary.json"), summary_json(written, summary)))
+        except BaseException:
+            files[0].discard()
+            raise
+    commit_all(files)
     back = written
     back.path = path
-    if summary is not None:
-        _write_summary(path.with_name("summary.json"), back, summary)
     return back
 
 
-def _write_summary(path: Path, data: QpData, server: Mapping[str, Any]) -> None:
+def summary_json(data: QpData, server: Mapping[str, Any]) -> bytes:
+    """QuPath's ``summary.json`` for ``data`` (``server`` gives its ``server`` block)."""
     content = {
         "timestamp": int(time.time() * 1000),
         "imageType": data.image_type,
         "server": dict(server),
         "hierarchy": summarize(data.objects),
     }
-    atomic_write(path, json.dumps(content, separators=(",", ":")).encode("utf-8"))
+    return json.dumps(content, separators=(",", ":")).encode("utf-8")
 
