@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Sequence
+import warnings
+from typing import Any, Sequence
 
 import click
 
 from qpsam import __version__
-from qpsam.errors import QpsamError
+from qpsam.errors import DataWarning, QpsamError
 
 # Modules under qpsam.commands that provide register(group); a module that is missing is skipped so that a
 # partial checkout still has a working CLI.
@@ -44,6 +45,18 @@ class _Group(click.Group):
             ctx.exit(1)
 
 
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Warnings about the user's data as one line, like errors (others as Python prints them)."""
+    if issubclass(category, DataWarning):
+        click.echo(f"qpsam: warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="qpsam")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
@@ -52,6 +65,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """Run Segment Anything models on QuPath projects."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    warnings.showwarning = _show_warning
 
 
 def _register_all() -> None:

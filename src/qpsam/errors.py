@@ -53,3 +53,7 @@ class FileWriteError(ProjectError, OSError):
 
 class FileLockedError(ProjectError):
     """A project (or other file) that another live process holds open for writing."""
+
+
+class DataWarning(UserWarning):
+    """Data that was read but holds values its image cannot have (a damaged file); writing it is refused."""

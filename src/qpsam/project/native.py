@@ -12,13 +12,14 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from qpsam.errors import ImageReadError, ProjectError
+from qpsam.errors import DataWarning, ImageReadError, ProjectError
 from qpsam.fileio import atomic_write, remove_leftovers
 from qpsam.filelock import FileLock
 from qpsam.geometry import Region
@@ -28,6 +29,7 @@ from . import hierarchy as hy
 from . import pixels as px
 from . import qpproj as pj
 from .qpdata import QpData, new_qpdata, read_qpdata, summarize, summary_json, write_qpdata
+from .sanity import ImageLimits, describe_problems, object_problems
 
 __all__ = ["NativeProject", "NativeEntry", "ProjectLock", "MODES"]
 
@@ -236,12 +238,36 @@ class NativeEntry:
         if self._qpdata is None:
             if self.data_file.exists():
                 self._qpdata = read_qpdata(self.data_file)
+                problems = self.problems(self._qpdata.objects)
+                if problems:
+                    warnings.warn(f"{self.data_file}: {len(problems)} object(s) hold values the image cannot have, "
+                                  f"so the file may be damaged (writing it is refused): "
+                                  f"{describe_problems(problems)}", DataWarning, stacklevel=3)
             else:
                 self._qpdata = new_qpdata(
                     self.server_builder, self._summary().get("imageType") or "UNSET", self._project.version,
                     f"{self._project.file.absolute()}::{self.id}")
             self._loaded = tuple(self._qpdata.objects)
         return self._qpdata
+
+    def limits(self) -> ImageLimits:
+        """What the image allows (size, slices, time points, channels), from its metadata; unknowns are None."""
+        try:
+            meta = self._metadata_block()
+        except (ImageReadError, ProjectError):
+            return ImageLimits()
+
+        def count(key: str) -> int | None:
+            value = meta.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+        channels = meta.get("channels")
+        return ImageLimits(count("width"), count("height"), count("sizeZ") or 1, count("sizeT") or 1,
+                           len(channels) if isinstance(channels, list) and channels else None)
+
+    def problems(self, objects: Sequence[PathObject] | None = None) -> list[str]:
+        """Objects (default: the hierarchy) that this image cannot hold; see :mod:`qpsam.project.sanity`."""
+        return object_problems(self._data().objects if objects is None else objects, self.limits())
 
     def _summary(self) -> dict[str, Any]:
         path = self.data_dir / "summary.json"
@@ -336,6 +362,10 @@ class NativeEntry:
         if not self.is_changed:
             return
         data = self._data()
+        problems = self.problems(data.objects)
+        if problems:
+            raise ProjectError(f"{self.data_file}: refusing to write image {self.id} ({self.name}): "
+                               f"{len(problems)} object(s) it cannot hold: {describe_problems(problems)}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         server_json = self.data_dir / "server.json"
         if not server_json.exists() and self.server_builder:
@@ -504,9 +534,29 @@ class NativeProject:
             raise ProjectError(f"{self.file}: not a QuPath project file (no 'images' list)")
         if "version" not in data and "lastID" not in data:
             raise ProjectError(f"{self.file}: not a QuPath project file (neither 'version' nor 'lastID')")
+        seen: dict[int, int] = {}
         for i, entry in enumerate(data.get("images", [])):
             if not isinstance(entry, dict) or "entryID" not in entry:
                 raise ProjectError(f"{self.file}: images[{i}] has no entryID")
+            entry_id = entry["entryID"]
+            # QuPath reads entryID as a Java int: "1", 1.5 or true are not ids, and coercing them hides damage.
+            if not isinstance(entry_id, int) or isinstance(entry_id, bool) or not 0 <= entry_id <= 2**31 - 1:
+                raise ProjectError(f"{self.file}: images[{i}] has entryID {entry_id!r}, expected a whole number")
+            if entry_id in seen:
+                raise ProjectError(f"{self.file}: images[{seen[entry_id]}] and images[{i}] have the same "
+                                   f"entryID {entry_id}")
+            seen[entry_id] = i
+            for key, kind in (("imageName", str), ("serverBuilder", dict), ("metadata", dict),
+                              ("description", str), ("tags", list)):
+                if key in entry and entry[key] is not None and not isinstance(entry[key], kind):
+                    raise ProjectError(f"{self.file}: images[{i}] (entryID {entry_id}) has {key} of type "
+                                       f"{type(entry[key]).__name__}, expected {kind.__name__}")
+        for key in ("lastID", "createTimestamp", "modifyTimestamp"):
+            value = data.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ProjectError(f"{self.file}: {key} is {value!r}, expected a whole number")
+        if data.get("version") is not None and not isinstance(data.get("version"), str):
+            raise ProjectError(f"{self.file}: version is {data.get('version')!r}, expected text")
 
     def _truncate(self) -> None:
         truncate_project(self.path, keep=self._lock.path)

@@ -50,13 +50,19 @@ def project_file(path: str | os.PathLike[str]) -> Path:
 def read_json(path: Path, what: str = "file") -> Any:
     """A JSON file as Python values; errors name the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ProjectError(f"{path}: {what} not found") from None
     except OSError as exc:
         raise ProjectError(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
     try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ProjectError(f"{path}: {what} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    try:
         return json.loads(text)
+    except RecursionError:
+        raise ProjectError(f"{path}: {what} is nested too deeply to be read") from None
     except ValueError as exc:
         raise ProjectError(f"{path}: {what} is not valid JSON ({exc})") from exc
 
