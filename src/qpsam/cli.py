@@ -34,25 +34,31 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            _DATA_WARNINGS.clear()  # the error names the same damage: one line
             message = str(exc) if isinstance(exc, QpsamError) else f"{type(exc).__name__}: {exc}"
             click.echo(f"qpsam: error: {message}", err=True)
             ctx.exit(1)
+        for text in dict.fromkeys(_DATA_WARNINGS):
+            click.echo(f"qpsam: warning: {text}", err=True)
+        _DATA_WARNINGS.clear()
+        return result
 
 
 _default_showwarning = warnings.showwarning
+_DATA_WARNINGS: list[str] = []
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
-    """Warnings about the user's data as one line, like errors (others as Python prints them)."""
+    """Warnings about the user's data as one line each, like errors (others as Python prints them)."""
     if issubclass(category, DataWarning):
-        click.echo(f"qpsam: warning: {message}", err=True)
+        _DATA_WARNINGS.append(str(message))  # shown once the command ends, unless an error says it all
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
 
