@@ -98,7 +98,10 @@ def classify(row: Row, label: str, path: Path | str, fn: Callable[[], Any]) -> t
         row.clean += 1
         return "clean", exc
     except Exception as exc:  # noqa: BLE001 - what the campaign counts
-        row.bad("tracebacks", f"{label}: {type(exc).__name__}: {exc}")
+        import traceback
+
+        where = "; ".join(f"{Path(f.filename).name}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)[-3:])
+        row.bad("tracebacks", f"{label}: {type(exc).__name__}: {exc} (at {where})")
         return "traceback", exc
 
 
@@ -461,6 +464,7 @@ def full_disk(args: argparse.Namespace, work: Path) -> Row:
 
 
 EXTREME_DOUBLES = [3.45e35, -1e20, float("nan"), float("inf"), -float("inf"), 1e308, 5e9]
+EXTREME_FLOATS = [3.45e35, -1e20, float("nan"), float("inf"), -float("inf"), 3e38, 5e9]
 EXTREME_INTS = [2**31 - 1, -(2**31), 25088, -1, 65536, 7]
 
 
@@ -482,10 +486,10 @@ def _variants_qpdata(original: bytes, rng: random.Random, count: int) -> list[tu
             data[i:i + 8] = struct.pack(">d", rng.choice(EXTREME_DOUBLES))
         elif how == "float":
             i = rng.randrange(len(data) - 4)
-            data[i:i + 4] = struct.pack(">f", rng.choice(EXTREME_DOUBLES))
+            data[i:i + 4] = struct.pack(">f", rng.choice(EXTREME_FLOATS))
         elif how == "float-coordinate" and floats:
             i = rng.choice(floats)
-            data[i:i + 4] = struct.pack(">f", rng.choice(EXTREME_DOUBLES))
+            data[i:i + 4] = struct.pack(">f", rng.choice(EXTREME_FLOATS))
         elif how == "int":
             i = rng.randrange(len(data) - 4)
             data[i:i + 4] = struct.pack(">i", rng.choice(EXTREME_INTS))

@@ -969,7 +969,20 @@ def _loads(data: bytes, where: str) -> J.JavaStream:
 
 
 def parse_qpdata(data: bytes, where: str = "data.qpdata") -> QpData:
-    """Decode the bytes of a ``data.qpdata`` file."""
+    """Decode the bytes of a ``data.qpdata`` file; a damaged file raises :class:`ProjectError` naming ``where``."""
+    try:
+        return _parse_qpdata(data, where)
+    except ProjectError:
+        raise
+    except J.JavaSerError as exc:
+        raise ProjectError(f"{where}: not a readable QuPath data file ({exc})") from exc
+    except RecursionError:
+        raise ProjectError(f"{where}: objects nested too deeply to read") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file parses into values no object can hold
+        raise ProjectError(f"{where}: damaged data ({type(exc).__name__}: {exc})") from exc
+
+
+def _parse_qpdata(data: bytes, where: str) -> QpData:
     stream = _loads(data, where)
     contents = stream.contents
     if not contents or not isinstance(contents[0], J.BlockData):
@@ -1014,8 +1027,14 @@ def parse_qpdata(data: bytes, where: str = "data.qpdata") -> QpData:
         raise ProjectError(f"{where}: the hierarchy has no root object")
     try:
         root, root_model, objects = _decode_object(root_java, f"{where}: root", originals)
+    except ProjectError:
+        raise
     except J.JavaSerError as exc:
         raise ProjectError(f"{where}: {exc}") from exc
+    except RecursionError:
+        raise ProjectError(f"{where}: objects nested too deeply to read") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file parses into values no object can hold
+        raise ProjectError(f"{where}: damaged object data ({type(exc).__name__}: {exc})") from exc
     if root_model is not None:
         raise ProjectError(f"{where}: the hierarchy's root is not a root object ({root_java.class_name})")
     root_metadata = _metadata_of(next((v for r, _, v in root.head if r == "metadata"), None))
@@ -1164,8 +1183,13 @@ def write_qpdata(path: str | os.PathLike[str], data: QpData, *, summary: Mapping
     where = str(path)
     try:
         payload = data.to_bytes(class_colors)
+    except ProjectError:
+        raise
     except J.JavaSerError as exc:
         raise ProjectError(f"{where}: cannot serialise the objects ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - parts kept from a damaged file that cannot be written back
+        raise ProjectError(f"{where}: cannot serialise the objects, the file read may be damaged "
+                           f"({type(exc).__name__}: {exc})") from exc
     written = parse_qpdata(payload, where + " (new contents)")
     why = _same_tree(data.objects, written.objects, 1e-3)
     if why:
