@@ -249,3 +249,35 @@ def test_a_non_utf8_history_line_is_skipped(tmp_path: Path) -> None:
         records = history.read(folder)
     assert [(r.run_key, r.image_id) for r in records] == [("key-a", "1"), ("key-b", "2")]
     assert "Skipped unreadable lines of the history: 2" in history.history_script(folder, "1")
+
+
+def test_damaged_data_files_read_or_fail_cleanly(project: Path) -> None:
+    """Seeded bit flips, truncations and overwritten numbers: every variant reads (maybe with a warning) or fails
+    with a ProjectError naming the file, and a write either succeeds or is refused the same way."""
+    import random
+
+    rng = random.Random(7)
+    data_file = project / "data" / "1" / "data.qpdata"
+    original = data_file.read_bytes()
+    outcomes = {"read": 0, "refused": 0}
+    for n in range(120):
+        data = bytearray(original)
+        if n % 3 == 0:
+            data = data[:rng.randrange(len(data))]
+        elif n % 3 == 1:
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        else:
+            at = rng.randrange(len(data) - 8)
+            data[at:at + 8] = struct.pack(">d", rng.choice([3.45e35, float("nan"), float("inf"), -1e20]))
+        data_file.write_bytes(bytes(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)
+            try:
+                with open_project(project, "r+", backend="native") as p:
+                    p.images[0].add_objects([PathObject(box(1, 1, 2, 2))])
+                outcomes["read"] += 1
+            except ProjectError as exc:
+                assert str(data_file) in str(exc), exc
+                outcomes["refused"] += 1
+    assert outcomes["read"] and outcomes["refused"], outcomes
