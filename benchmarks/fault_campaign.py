@@ -204,13 +204,13 @@ def crash(args: argparse.Namespace, work: Path) -> Row:
     with open_project(project, "r+", backend="native") as p:  # a file large enough that kills land mid-write
         p.images[0].add_objects([PathObject(box(i % 500, i // 500, i % 500 + 1, i // 500 + 1),
                                             measurements={f"m{j}": float(j) for j in range(20)})
-                                 for i in range(800)])
+                                 for i in range(300)])
     saved: set[str] = set()
     stale_locks = stale_tmp = 0
     for k in range(args.kills):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(project)], stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.05, 5.0))  # from the writer's start: anywhere in its open/add/save loop
+        time.sleep(rng.uniform(0.05, 3.0))  # from the writer's start: anywhere in its open/add/save loop
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=30)
         saved |= {f"k{n}-{i}" for n in map(int, out.split()) for i in range(25)}
