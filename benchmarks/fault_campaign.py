@@ -183,7 +183,7 @@ print("ready", flush=True)
 n = 0
 while True:
     with open_project(project, "r+", backend="native", lock_timeout=10) as p:
-        p.images[0].add_objects([PathObject(box(i, n % 400, i + 3, n % 400 + 3), name=f"k{n}-{i}")
+        p.images[0].add_objects([PathObject(box(i, n % 400, i + 3, n % 400 + 3), name=f"k{sys.argv[2]}-{n}-{i}")
                                  for i in range(25)])
     print(n, flush=True)
     n += 1
@@ -208,12 +208,13 @@ def crash(args: argparse.Namespace, work: Path) -> Row:
     saved: set[str] = set()
     stale_locks = stale_tmp = 0
     for k in range(args.kills):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(project)], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(project), str(k)], stdout=subprocess.PIPE,
+                                text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.05, 3.0))  # from the writer's start: anywhere in its open/add/save loop
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=30)
-        saved |= {f"k{n}-{i}" for n in map(int, out.split()) for i in range(25)}
+        saved |= {f"k{k}-{n}-{i}" for n in map(int, out.split()) for i in range(25)}
         stale_locks += (project / "project.qpproj.lock").exists()
         stale_tmp += bool(leftovers(project))
         row.tried += 1

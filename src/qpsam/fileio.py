@@ -82,8 +82,8 @@ def _stage_backup(path: Path, bak: Path) -> Path:
         return staged
     except OSError:
         staged.unlink(missing_ok=True)
-    _create(staged, path.read_bytes())
     try:
+        _create(staged, path.read_bytes())
         _keep_mode(staged, os.stat(path))
     except OSError:
         staged.unlink(missing_ok=True)
