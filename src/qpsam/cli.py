@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Sequence
+import warnings
+from typing import Any, Sequence
 
 import click
 
 from qpsam import __version__
-from qpsam.errors import QpsamError
+from qpsam.errors import DataWarning, QpsamError
 
 # Modules under qpsam.commands that provide register(group); a module that is missing is skipped so that a
 # partial checkout still has a working CLI.
@@ -34,15 +35,33 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            _DATA_WARNINGS.clear()  # the error names the same damage: one line
             message = str(exc) if isinstance(exc, QpsamError) else f"{type(exc).__name__}: {exc}"
             click.echo(f"qpsam: error: {message}", err=True)
             ctx.exit(1)
+        for text in dict.fromkeys(_DATA_WARNINGS):
+            click.echo(f"qpsam: warning: {text}", err=True)
+        _DATA_WARNINGS.clear()
+        return result
+
+
+_default_showwarning = warnings.showwarning
+_DATA_WARNINGS: list[str] = []
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Warnings about the user's data as one line each, like errors (others as Python prints them)."""
+    if issubclass(category, DataWarning):
+        _DATA_WARNINGS.append(str(message))  # shown once the command ends, unless an error says it all
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,6 +72,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """Run Segment Anything models on QuPath projects."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    warnings.showwarning = _show_warning
 
 
 def _register_all() -> None:

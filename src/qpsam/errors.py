@@ -45,3 +45,15 @@ class ScriptError(QpsamError, ValueError):
 
 class JobError(QpsamError):
     """A job (detect, automask, track) that failed for an image."""
+
+
+class FileWriteError(ProjectError, OSError):
+    """A file that could not be written safely (full disk, read-only folder); the previous version is unchanged."""
+
+
+class FileLockedError(ProjectError):
+    """A project (or other file) that another live process holds open for writing."""
+
+
+class DataWarning(UserWarning):
+    """Data that was read but holds values its image cannot have (a damaged file); writing it is refused."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Sequence
@@ -25,11 +24,14 @@ from shapely.geometry import LineString, MultiPoint, MultiPolygon, Point, Polygo
 from shapely.geometry.base import BaseGeometry
 
 from qpsam.errors import GeoJSONError
-from qpsam.objects import ImagePlane, ObjectType, PathClass, PathObject
+from qpsam.fileio import atomic_write
+from qpsam.objects import ImagePlane, ObjectType, PathClass, PathObject, walk
 
 __all__ = ["from_feature", "to_feature", "loads", "dumps", "read", "write", "OnInvalid"]
 
 OnInvalid = Literal["error", "keep", "fix"]
+ON_INVALID = ("error", "keep", "fix")
+INT32_MAX = 2**31 - 1  # QuPath keeps planes in Java ints
 
 _TYPE_ALIASES = {
     "annotation": ObjectType.ANNOTATION,
@@ -135,10 +137,21 @@ def _parse_plane(value: Any, where: str) -> ImagePlane:
         return ImagePlane()
     if not isinstance(value, Mapping):
         raise GeoJSONError(f"{where}: plane must be an object with c, z, t, got {value!r}")
-    try:
-        return ImagePlane(c=int(value.get("c", -1)), z=int(value.get("z", 0)), t=int(value.get("t", 0)))
-    except (TypeError, ValueError) as exc:
-        raise GeoJSONError(f"{where}: plane must hold integers c, z, t, got {value!r}") from exc
+    found = {}
+    for key, default, low in (("c", -1, -1), ("z", 0, 0), ("t", 0, 0)):
+        raw = value.get(key, default)
+        # QuPath stores planes as Java ints: 2.7 is not a plane (truncating it would move the object), and 2^31
+        # does not fit.
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw != raw or raw in (float("inf"),
+                                                                                                float("-inf")):
+            raise GeoJSONError(f"{where}: plane {key} must be a whole number, got {raw!r}")
+        if isinstance(raw, float) and not raw.is_integer():
+            raise GeoJSONError(f"{where}: plane {key} must be a whole number, got {raw!r}")
+        number = int(raw)
+        if not low <= number <= INT32_MAX:
+            raise GeoJSONError(f"{where}: plane {key}={number} is outside {low}..{INT32_MAX}")
+        found[key] = number
+    return ImagePlane(**found)
 
 
 def _parse_geometry(value: Any, what: str, where: str, on_invalid: OnInvalid) -> BaseGeometry:
@@ -280,15 +293,42 @@ def _features_of(data: Any) -> list[Any]:
     raise GeoJSONError(f"expected a FeatureCollection, a Feature or a list of features, got {type(data).__name__}")
 
 
+def _check_on_invalid(on_invalid: Any) -> None:
+    if on_invalid not in ON_INVALID:
+        raise GeoJSONError(f"on_invalid must be one of {', '.join(map(repr, ON_INVALID))}, got {on_invalid!r}")
+
+
+def validate(objects: Sequence[PathObject]) -> list[PathObject]:
+    """What every reader of GeoJSON checks beyond each feature: each object id once in the file (QuPath keys
+    objects by id). Returns ``objects``."""
+    seen: dict[Any, str] = {}
+    for index, top in enumerate(objects):
+        for obj in walk([top]):
+            where = f"feature {index}" + ("" if obj is top else f" (a child, {obj.name or 'unnamed'})")
+            if obj.id in seen:
+                raise GeoJSONError(f"{where}: object id {obj.id} is already used by {seen[obj.id]}")
+            seen[obj.id] = where
+    return list(objects)
+
+
 def from_data(data: Any, on_invalid: OnInvalid = "error") -> list[PathObject]:
     """Objects from already-parsed JSON (a FeatureCollection, a list of features or one feature)."""
-    return [from_feature(f, i, on_invalid) for i, f in enumerate(_features_of(data))]
+    _check_on_invalid(on_invalid)
+    return validate([from_feature(f, i, on_invalid) for i, f in enumerate(_features_of(data))])
 
 
 def loads(text: str | bytes, on_invalid: OnInvalid = "error") -> list[PathObject]:
     """Objects from QuPath GeoJSON text."""
+    _check_on_invalid(on_invalid)
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise GeoJSONError(f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise GeoJSONError("nested too deeply to be read") from None
     except json.JSONDecodeError as exc:
         raise GeoJSONError(f"not valid JSON: {exc}") from exc
     return from_data(data, on_invalid)
@@ -297,14 +337,19 @@ def loads(text: str | bytes, on_invalid: OnInvalid = "error") -> list[PathObject
 def read(path: str | os.PathLike[str], on_invalid: OnInvalid = "error") -> list[PathObject]:
     """Objects from a QuPath GeoJSON file (``.geojson``/``.json``, optionally gzip-compressed)."""
     path = Path(path)
+    _check_on_invalid(on_invalid)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise GeoJSONError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     if raw[:2] == b"\x1f\x8b":
         import gzip
+        import zlib
 
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise GeoJSONError(f"{path}: damaged gzip file ({exc})") from exc
     try:
         return loads(raw, on_invalid)
     except GeoJSONError as exc:
@@ -397,18 +442,11 @@ def write(path: str | os.PathLike[str], objects: Sequence[PathObject] | Iterable
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise GeoJSONError(f"{path}: folder {directory} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+
+    def reads_back(tmp: Path) -> None:
         back = loads(tmp.read_text(encoding="utf-8"), on_invalid="keep")
         if len(back) != len(objects):
             raise GeoJSONError(f"{path}: wrote {len(objects)} objects but read back {len(back)}")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, text, verify=reads_back)
     return path

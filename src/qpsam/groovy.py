@@ -15,9 +15,7 @@ escaped, so a script is plain ASCII.
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
@@ -28,7 +26,8 @@ from shapely.geometry import LineString, MultiPoint, Point
 from shapely.geometry import box as shapely_box
 
 from .engines.base import SAM1_TYPES, SAM2_TYPES, AutomaskParams, OutputType, Prompt
-from .errors import ScriptError
+from .errors import FileWriteError, ScriptError
+from .fileio import atomic_write
 from .geometry import Region
 from .objects import ImagePlane, PathClass, PathObject
 
@@ -927,16 +926,8 @@ def write_script(path: str | Path, text: str) -> Path:
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise ScriptError(f"cannot write Groovy script {target}: no folder {folder}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
+        atomic_write(target, text)
+    except FileWriteError as exc:
         raise ScriptError(f"cannot write Groovy script {target}: {exc}") from exc
-    if target.read_text(encoding="utf-8") != text:
-        raise ScriptError(f"Groovy script {target} reads back differently from what was written")
     return target

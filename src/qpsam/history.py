@@ -207,16 +207,17 @@ def _read(project: str | Path) -> _Read:
     if not path.is_file():
         return _Read([], [])
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProjectError(f"cannot read history {path}: {exc}") from exc
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ProjectError(f"cannot read history {path}: {exc.strerror or exc}") from exc
     records, skipped = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Line by line, as bytes: one damaged line (torn by a crash, or not UTF-8) costs that line, not the history.
+    for number, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            records.append(HistoryRecord.from_json(line))
-        except ValueError:
+            records.append(HistoryRecord.from_json(line.decode("utf-8")))
+        except (ValueError, TypeError, RecursionError):  # UnicodeDecodeError is a ValueError
             skipped.append(number)
     return _Read(records, skipped)
 

@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 from urllib.parse import parse_qs, urlparse
 
 from .errors import ModelError, WeightsError
+from .fileio import atomic_write
 
 __all__ = [
     "MODELS",
@@ -246,9 +247,7 @@ def _read_record(path: Path) -> WeightsRecord | None:
 
 def _write_json_atomic(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 def list_weights(model_type: str | None = None) -> list[WeightsRecord]:

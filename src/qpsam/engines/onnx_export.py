@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
+from ..fileio import atomic_write
 from ..weights import file_sha256_cached
 
 __all__ = ["FORMAT", "GRAPHS", "PREPARED", "OnnxFiles", "check_folder", "ensure_onnx", "export_onnx", "onnx_folders"]
@@ -465,8 +466,6 @@ def export_onnx(model_type: str, weights: Path, sha256: str, folder: Path, progr
         "torch": str(torch.__version__),
         "files": files,
     }
-    tmp = folder / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / "manifest.json")
+    atomic_write(folder / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     if progress:
         progress(2, 2)

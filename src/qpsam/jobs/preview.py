@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Iterable
@@ -9,6 +10,7 @@ from typing import Iterable
 import numpy as np
 
 from qpsam.engines.base import to_rgb8
+from qpsam.fileio import atomic_write
 from qpsam.geometry import Region, to_region
 from qpsam.objects import PathObject
 
@@ -60,7 +62,6 @@ def write_preview(path: str | os.PathLike[str], image: np.ndarray, region: Regio
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(render_overlay(image, region, objects)).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    png = io.BytesIO()
+    Image.fromarray(render_overlay(image, region, objects)).save(png, format="PNG")
+    return atomic_write(path, png.getvalue())

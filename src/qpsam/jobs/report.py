@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from qpsam.fileio import atomic_write
 
 __all__ = ["ImageReport", "RunReport"]
 
@@ -65,8 +66,4 @@ class RunReport:
         """Write the report as JSON, atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.to_json(), fh, indent=1)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, json.dumps(self.to_json(), indent=1))

@@ -12,6 +12,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from qpsam.errors import JobError, ProjectError
+from qpsam.fileio import atomic_write
 from qpsam.geometry import Region
 from qpsam.jobs.batch import Change, Target
 
@@ -84,12 +85,7 @@ class _Journal:
             "records": [r.to_json() for r in records],
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(data))
 
     def recover(self, folder: Path, objects: Any) -> bool:
         """True (and the history completed) if the journalled save reached data.qpdata; the journal is removed."""

@@ -491,6 +491,10 @@ class _Reader:
             dtype = np.dtype(_ARRAY_DTYPES[code])
             array.values = np.frombuffer(self.raw(n * dtype.itemsize, f"a {desc.name} array"), dtype=dtype)
         else:
+            # Each element takes at least one byte: a count beyond what is left is damage, not a long array.
+            if n > len(self.buf) - self.pos:
+                raise JavaSerError(f"array of {n} elements at offset {self.pos - 4} is longer than the "
+                                   f"{len(self.buf) - self.pos} bytes left in the stream")
             array.values = [self.object() for _ in range(n)]
         return array
 

@@ -7,20 +7,21 @@ not write one project at once; QuPath itself does not expect two writers either.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import shutil
-import socket
 import time
 import uuid
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from qpsam.errors import ImageReadError, ProjectError
+from qpsam.errors import DataWarning, ImageReadError, ProjectError
+from qpsam.fileio import atomic_write, remove_leftovers
+from qpsam.filelock import FileLock
 from qpsam.geometry import Region
 from qpsam.objects import PathClass, PathObject, walk
 
@@ -28,7 +29,8 @@ from . import hierarchy as hy
 from . import pixels as px
 from . import qpproj as pj
 from . import transforms as tf
-from .qpdata import QpData, new_qpdata, read_qpdata, summarize, write_qpdata
+from .qpdata import QpData, new_qpdata, read_qpdata, summarize, summary_json, write_qpdata
+from .sanity import ImageLimits, describe_problems, object_problems
 
 __all__ = ["NativeProject", "NativeEntry", "ProjectLock", "MODES"]
 
@@ -43,64 +45,41 @@ _OPENSLIDE = "qupath.lib.images.servers.openslide.OpenslideServerBuilder"
 
 
 class ProjectLock:
-    """An exclusive lock file next to ``project.qpproj``, taken by writers and removed on close.
+    """The writer's lock on a project: ``project.qpproj.lock``, an OS advisory lock held until :meth:`release`
+    (see :mod:`qpsam.filelock`), so a lock left by a killed process or a full disk never blocks anyone.
 
-    A lock left by a process that no longer runs on this host is taken over.
-    """
+    Taking it also removes temporary files that interrupted writes left in the project (they predate the lock,
+    so no live writer owns them)."""
 
     def __init__(self, project_file: Path) -> None:
+        self.project_file = project_file
         self.path = project_file.with_name(project_file.name + ".lock")
-        self.held = False
-
-    def acquire(self) -> None:
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "time": _dt.datetime.now().isoformat()}
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None and self._stale(holder):
-                    self.path.unlink(missing_ok=True)
-                    continue
-                who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
-                raise ProjectError(
-                    f"{self.path.parent / pj.PROJECT_FILE}: the project is open for writing by {who} "
-                    f"(lock file {self.path}); close it there, or delete the lock file if that process is gone"
-                ) from None
-            except OSError as exc:
-                raise ProjectError(f"{self.path}: cannot create the project's lock file "
-                                   f"({exc.strerror or exc}); is the folder read-only?") from exc
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(info, fh)
-            self.held = True
-            return
-
-    def _holder(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else None
-        except (OSError, ValueError):
-            return None
+        self._lock = FileLock(self.path, self._refusal)
 
     @staticmethod
-    def _stale(holder: Mapping[str, Any]) -> bool:
-        if holder.get("host") != socket.gethostname():
-            return False
-        pid = holder.get("pid")
-        if not isinstance(pid, int) or pid <= 0:
-            return True
+    def _refusal(holder: Mapping[str, Any] | None, path: Path) -> str:
+        who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
+        return (f"{path.parent / pj.PROJECT_FILE}: the project is open for writing by {who} "
+                f"(lock file {path}); close it there, or delete the lock file if that process is gone")
+
+    @property
+    def held(self) -> bool:
+        return self._lock.held
+
+    def acquire(self, timeout: float = 0.0) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds for another writer to finish."""
+        self._lock.acquire(timeout)
+        since = self._lock.acquired_at or time.time()
+        folder = self.path.parent
+        data = folder / "data"
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+            entry_dirs = [Path(d.path) for d in os.scandir(data) if d.is_dir()] if data.is_dir() else []
+        except OSError:
+            entry_dirs = []
+        remove_leftovers([folder, folder / "classifiers", *entry_dirs], older_than=since)
 
     def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        self._lock.release()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -260,12 +239,36 @@ class NativeEntry:
         if self._qpdata is None:
             if self.data_file.exists():
                 self._qpdata = read_qpdata(self.data_file)
+                problems = self.problems(self._qpdata.objects)
+                if problems:
+                    warnings.warn(f"{self.data_file}: {len(problems)} object(s) hold values the image cannot have, "
+                                  f"so the file may be damaged (writing it is refused): "
+                                  f"{describe_problems(problems)}", DataWarning, stacklevel=3)
             else:
                 self._qpdata = new_qpdata(
                     self.server_builder, self._summary().get("imageType") or "UNSET", self._project.version,
                     f"{self._project.file.absolute()}::{self.id}")
             self._loaded = tuple(self._qpdata.objects)
         return self._qpdata
+
+    def limits(self) -> ImageLimits:
+        """What the image allows (size, slices, time points, channels), from its metadata; unknowns are None."""
+        try:
+            meta = self._metadata_block()
+        except (ImageReadError, ProjectError):
+            return ImageLimits()
+
+        def count(key: str) -> int | None:
+            value = meta.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+        channels = meta.get("channels")
+        return ImageLimits(count("width"), count("height"), count("sizeZ") or 1, count("sizeT") or 1,
+                           len(channels) if isinstance(channels, list) and channels else None)
+
+    def problems(self, objects: Sequence[PathObject] | None = None) -> list[str]:
+        """Objects (default: the hierarchy) that this image cannot hold; see :mod:`qpsam.project.sanity`."""
+        return object_problems(self._data().objects if objects is None else objects, self.limits())
 
     def _summary(self) -> dict[str, Any]:
         path = self.data_dir / "summary.json"
@@ -360,6 +363,10 @@ class NativeEntry:
         if not self.is_changed:
             return
         data = self._data()
+        problems = self.problems(data.objects)
+        if problems:
+            raise ProjectError(f"{self.data_file}: refusing to write image {self.id} ({self.name}): "
+                               f"{len(problems)} object(s) it cannot hold: {describe_problems(problems)}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         server_json = self.data_dir / "server.json"
         if not server_json.exists() and self.server_builder:
@@ -368,6 +375,32 @@ class NativeEntry:
         back = write_qpdata(self.data_file, data, summary=self._server_summary(), class_colors=colors)
         self._qpdata = back
         self._loaded = tuple(back.objects)
+
+    def _repair_summary(self) -> bool:
+        """Rewrite ``summary.json`` when a save killed between its two renames left it older than ``data.qpdata``
+        with other counts (QuPath's project list shows those counts). True when it was rewritten."""
+        summary_file = self.data_dir / "summary.json"
+        try:
+            data_time = os.stat(self.data_file).st_mtime_ns
+        except OSError:
+            return False
+        try:
+            summary_time = os.stat(summary_file).st_mtime_ns
+        except OSError:
+            summary_time = -1
+        if summary_time >= data_time:
+            return False
+        try:
+            data = self._data()
+        except ProjectError:
+            return False  # a damaged data file is reported when it is used, not when the project opens
+        current = self._summary()
+        if summary_time >= 0 and current.get("hierarchy") == summarize(data.objects):
+            os.utime(summary_file)  # agrees: do not check it again
+            return False
+        server = current.get("server") if isinstance(current.get("server"), dict) else self._server_summary()
+        atomic_write(summary_file, summary_json(data, server))
+        return True
 
     def _server_summary(self) -> dict[str, Any]:
         try:
@@ -442,7 +475,8 @@ class NativeProject:
 
     backend = "native"
 
-    def __init__(self, path: str | os.PathLike[str], mode: str = "r", *, version: str = pj.DEFAULT_VERSION) -> None:
+    def __init__(self, path: str | os.PathLike[str], mode: str = "r", *, version: str = pj.DEFAULT_VERSION,
+                 lock_timeout: float = 0.0) -> None:
         if mode not in MODES:
             raise ProjectError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.file = pj.project_file(path).absolute()
@@ -466,7 +500,7 @@ class NativeProject:
                 except OSError as exc:
                     raise ProjectError(f"{self.path}: cannot create the project folder ({exc.strerror or exc})") \
                         from exc
-            self._lock.acquire()
+            self._lock.acquire(lock_timeout)
         try:
             if mode == "w" and exists:
                 self._truncate()
@@ -481,6 +515,9 @@ class NativeProject:
             self._check_json()
             self._saved_json = json.loads(json.dumps(self._json))
             self._entries = [NativeEntry(self, e) for e in self._json.get("images", [])]
+            if mode != "r":
+                for entry in self._entries:
+                    entry._repair_summary()
         except BaseException:
             self._lock.release()
             raise
@@ -491,9 +528,29 @@ class NativeProject:
             raise ProjectError(f"{self.file}: not a QuPath project file (no 'images' list)")
         if "version" not in data and "lastID" not in data:
             raise ProjectError(f"{self.file}: not a QuPath project file (neither 'version' nor 'lastID')")
+        seen: dict[int, int] = {}
         for i, entry in enumerate(data.get("images", [])):
             if not isinstance(entry, dict) or "entryID" not in entry:
                 raise ProjectError(f"{self.file}: images[{i}] has no entryID")
+            entry_id = entry["entryID"]
+            # QuPath reads entryID as a Java int: "1", 1.5 or true are not ids, and coercing them hides damage.
+            if not isinstance(entry_id, int) or isinstance(entry_id, bool) or not 0 <= entry_id <= 2**31 - 1:
+                raise ProjectError(f"{self.file}: images[{i}] has entryID {entry_id!r}, expected a whole number")
+            if entry_id in seen:
+                raise ProjectError(f"{self.file}: images[{seen[entry_id]}] and images[{i}] have the same "
+                                   f"entryID {entry_id}")
+            seen[entry_id] = i
+            for key, kind in (("imageName", str), ("serverBuilder", dict), ("metadata", dict),
+                              ("description", str), ("tags", list)):
+                if key in entry and entry[key] is not None and not isinstance(entry[key], kind):
+                    raise ProjectError(f"{self.file}: images[{i}] (entryID {entry_id}) has {key} of type "
+                                       f"{type(entry[key]).__name__}, expected {kind.__name__}")
+        for key in ("lastID", "createTimestamp", "modifyTimestamp"):
+            value = data.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ProjectError(f"{self.file}: {key} is {value!r}, expected a whole number")
+        if data.get("version") is not None and not isinstance(data.get("version"), str):
+            raise ProjectError(f"{self.file}: version is {data.get('version')!r}, expected text")
 
     def _truncate(self) -> None:
         truncate_project(self.path, keep=self._lock.path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from shapely.geometry import LineString, MultiPoint, MultiPolygon, Point, Polygo
 from shapely.geometry.base import BaseGeometry
 
 from qpsam.errors import ProjectError
+from qpsam.fileio import commit_all, stage
 from qpsam.objects import ImagePlane, ObjectType, PathClass, PathObject, walk
 
 from . import javaser as J
@@ -1038,7 +1038,20 @@ def _loads(data: bytes, where: str) -> J.JavaStream:
 
 
 def parse_qpdata(data: bytes, where: str = "data.qpdata") -> QpData:
-    """Decode the bytes of a ``data.qpdata`` file."""
+    """Decode the bytes of a ``data.qpdata`` file; a damaged file raises :class:`ProjectError` naming ``where``."""
+    try:
+        return _parse_qpdata(data, where)
+    except ProjectError:
+        raise
+    except J.JavaSerError as exc:
+        raise ProjectError(f"{where}: not a readable QuPath data file ({exc})") from exc
+    except RecursionError:
+        raise ProjectError(f"{where}: objects nested too deeply to read") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file parses into values no object can hold
+        raise ProjectError(f"{where}: damaged data ({type(exc).__name__}: {exc})") from exc
+
+
+def _parse_qpdata(data: bytes, where: str) -> QpData:
     stream = _loads(data, where)
     contents = stream.contents
     if not contents or not isinstance(contents[0], J.BlockData):
@@ -1083,8 +1096,14 @@ def parse_qpdata(data: bytes, where: str = "data.qpdata") -> QpData:
         raise ProjectError(f"{where}: the hierarchy has no root object")
     try:
         root, root_model, objects = _decode_object(root_java, f"{where}: root", originals)
+    except ProjectError:
+        raise
     except J.JavaSerError as exc:
         raise ProjectError(f"{where}: {exc}") from exc
+    except RecursionError:
+        raise ProjectError(f"{where}: objects nested too deeply to read") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file parses into values no object can hold
+        raise ProjectError(f"{where}: damaged object data ({type(exc).__name__}: {exc})") from exc
     if root_model is not None:
         raise ProjectError(f"{where}: the hierarchy's root is not a root object ({root_java.class_name})")
     root_metadata = _metadata_of(next((v for r, _, v in root.head if r == "metadata"), None))
@@ -1227,19 +1246,6 @@ def _near(a: BaseGeometry, b: BaseGeometry, tolerance: float) -> bool:
     return bool(shapely.hausdorff_distance(a, b) <= tolerance)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_qpdata(path: str | os.PathLike[str], data: QpData, *, summary: Mapping[str, Any] | None = None,
                  class_colors: Mapping[str, tuple[int, ...]] | None = None, backup: bool = True) -> QpData:
     """Write ``data`` to ``path`` safely and return what the file now holds (read back from disk).
@@ -1252,49 +1258,41 @@ def write_qpdata(path: str | os.PathLike[str], data: QpData, *, summary: Mapping
     where = str(path)
     try:
         payload = data.to_bytes(class_colors)
+    except ProjectError:
+        raise
     except J.JavaSerError as exc:
         raise ProjectError(f"{where}: cannot serialise the objects ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - parts kept from a damaged file that cannot be written back
+        raise ProjectError(f"{where}: cannot serialise the objects, the file read may be damaged "
+                           f"({type(exc).__name__}: {exc})") from exc
     written = parse_qpdata(payload, where + " (new contents)")
     why = _same_tree(data.objects, written.objects, 1e-3)
     if why:
         raise ProjectError(f"{where}: refusing to write, the new contents do not read back the same ({why})")
     if not path.parent.is_dir():
         raise ProjectError(f"{where}: folder {path.parent} does not exist")
-    backup_path = path.with_name(path.name + ".backup")
-    had_old = path.exists()
-    try:
-        if had_old and backup:
-            _atomic_write(backup_path, path.read_bytes())
-        _atomic_write(path, payload)
-    except OSError as exc:
-        raise ProjectError(f"{where}: cannot write ({exc.strerror or exc}); the previous file is unchanged") from exc
-    try:
-        on_disk = path.read_bytes()
-    except OSError as exc:
-        on_disk = None
-        reason = f"cannot read it back ({exc.strerror or exc})"
-    else:
-        reason = "its bytes differ from what was written"
-    if on_disk != payload:
-        if had_old and backup and backup_path.exists():
-            os.replace(backup_path, path)
-        raise ProjectError(f"{where}: the file on disk is not what was written: {reason}")
+    # Both files are complete on disk before either is replaced, and the backup is replaced only then, so a full
+    # disk keeps the data, its backup and its summary as they were; the summary follows the data at once.
+    files = [stage(path, payload, backup=backup)]
+    if summary is not None:
+        try:
+            files.append(stage(path.with_name("summary.json"), summary_json(written, summary)))
+        except BaseException:
+            files[0].discard()
+            raise
+    commit_all(files)
     back = written
     back.path = path
-    if summary is not None:
-        _write_summary(path.with_name("summary.json"), back, summary)
     return back
 
 
-def _write_summary(path: Path, data: QpData, server: Mapping[str, Any]) -> None:
+def summary_json(data: QpData, server: Mapping[str, Any]) -> bytes:
+    """QuPath's ``summary.json`` for ``data`` (``server`` gives its ``server`` block)."""
     content = {
         "timestamp": int(time.time() * 1000),
         "imageType": data.image_type,
         "server": dict(server),
         "hierarchy": summarize(data.objects),
     }
-    try:
-        _atomic_write(path, json.dumps(content, separators=(",", ":")).encode("utf-8"))
-    except OSError as exc:
-        raise ProjectError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    return json.dumps(content, separators=(",", ":")).encode("utf-8")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import quote, unquote, urlparse
 
 from qpsam.errors import ProjectError
+from qpsam.fileio import atomic_write
 from qpsam.objects import PathClass
 
 __all__ = [
@@ -51,13 +51,19 @@ def project_file(path: str | os.PathLike[str]) -> Path:
 def read_json(path: Path, what: str = "file") -> Any:
     """A JSON file as Python values; errors name the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ProjectError(f"{path}: {what} not found") from None
     except OSError as exc:
         raise ProjectError(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
     try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ProjectError(f"{path}: {what} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    try:
         return json.loads(text)
+    except RecursionError:
+        raise ProjectError(f"{path}: {what} is nested too deeply to be read") from None
     except ValueError as exc:
         raise ProjectError(f"{path}: {what} is not valid JSON ({exc})") from exc
 
@@ -82,30 +88,12 @@ def write_json(path: Path, value: Any, *, backup: bool = False, pretty: bool | N
     text = dumps(value, _style(path) if pretty is None else pretty)
     if not path.parent.is_dir():
         raise ProjectError(f"{path}: folder {path.parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise ProjectError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if json.loads(Path(tmp).read_text(encoding="utf-8")) != value:
+
+    def same(tmp: Path) -> None:
+        if json.loads(tmp.read_text(encoding="utf-8")) != value:
             raise ProjectError(f"{path}: the written JSON does not read back the same")
-        if backup and path.exists():
-            bak = path.with_name(path.name + ".backup")
-            fd2, tmp2 = tempfile.mkstemp(prefix=f".{bak.name}.", suffix=".tmp", dir=path.parent)
-            with os.fdopen(fd2, "wb") as fh:
-                fh.write(path.read_bytes())
-            os.replace(tmp2, bak)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise ProjectError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, text, backup=backup, verify=same)
 
 
 def new_project_json(project_path: Path, version: str = DEFAULT_VERSION) -> dict[str, Any]:
