@@ -142,17 +142,23 @@ def _lazy_judges(tmp_path_factory):
 
 
 def _readable_by_qpsam(project: Path | None, qpdata: list[Path]) -> bool:
-    """Files qpsam itself refuses (tests of corrupt input) are not QuPath's to judge."""
-    from qpsam.errors import QpsamError
+    """Files qpsam itself refuses or flags as damaged (tests of corrupt input) are not QuPath's to judge."""
+    import warnings
+
+    from qpsam.errors import DataWarning, QpsamError
+    from qpsam.project import open_project
     from qpsam.project.qpdata import read_qpdata
-    from qpsam.project.qpproj import read_json
 
     try:
-        if project is not None:
-            read_json(project / "project.qpproj", "project")
-        for path in qpdata:
-            read_qpdata(path)
-    except (QpsamError, OSError, ValueError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataWarning)
+            if project is not None:
+                with open_project(project, "r", backend="native") as opened:
+                    for entry in opened.images:
+                        entry.all_objects()
+            for path in qpdata:
+                read_qpdata(path)
+    except (QpsamError, DataWarning, OSError, ValueError):
         return False
     return True
 

@@ -229,12 +229,26 @@ def count(theirs: Iterable[Mapping[str, Any]]) -> int:
     return sum(1 + count(d["children"]) for d in theirs)
 
 
+def _release(version: str | None) -> tuple[int, int]:
+    try:
+        major, minor = (int(part) for part in (version or "0.0").split(".")[:2])
+    except ValueError:
+        return (0, 0)
+    return major, minor
+
+
 class Judges:
     """The judges of every installed version, started on first use and closed at the end of the session."""
 
     def __init__(self, versions: Sequence[str] = VERSIONS) -> None:
         self.versions = tuple(versions)
         self._judges: dict[str, QuPathJudge] = {}
+
+    def readers_of(self, written_for: str | None) -> tuple[str, ...]:
+        """The versions expected to read a file written for QuPath ``written_for``: that release and newer ones
+        (QuPath 0.5 cannot read a 0.7 project's flipped entries); the newest one when the file is newer still."""
+        newer = tuple(v for v in self.versions if _release(v) >= _release(written_for))
+        return newer or self.versions[-1:]
 
     def missing(self) -> dict[str, str]:
         return {v: r for v in self.versions if (r := unavailable_reason(v)) is not None}
@@ -263,10 +277,11 @@ class Judges:
         """QuPath (every version) reads ``path`` to the objects qpsam reads from it (and to ``expected``)."""
         from qpsam.project.qpdata import read_qpdata
 
-        ours = read_qpdata(path).objects
+        data = read_qpdata(path)
+        ours = data.objects
         problems: list[str] = []
         n = 0
-        for version in self.versions:
+        for version in self.readers_of(data.qupath_version):
             def judge(version: str = version) -> tuple[list[str], int]:
                 found: list[str] = []
                 theirs = self[version].hierarchy(path)
@@ -289,11 +304,11 @@ class Judges:
 
         folder = Path(path)
         folder = folder.parent if folder.suffix == ".qpproj" else folder
-        ours_entries = {int(e["entryID"]): e
-                        for e in qpproj.read_json(folder / "project.qpproj", "project").get("images", [])}
+        project = qpproj.read_json(folder / "project.qpproj", "project")
+        ours_entries = {int(e["entryID"]): e for e in project.get("images", [])}
         problems: list[str] = []
         counts: dict[int, int] = {}
-        for version in self.versions:
+        for version in self.readers_of(project.get("version")):
             def judge(version: str = version) -> tuple[list[str], None]:
                 found: list[str] = []
                 loaded = self[version].project(folder / "project.qpproj")

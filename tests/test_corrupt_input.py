@@ -239,8 +239,8 @@ def test_unreadable_geojson_names_the_file(tmp_path: Path, content: bytes) -> No
 
 def test_a_non_utf8_history_line_is_skipped(tmp_path: Path) -> None:
     folder = tmp_path / "proj"
-    folder.mkdir()
-    (folder / "project.qpproj").write_text('{"version": "0.6.0", "images": []}')
+    with open_project(folder, "x", backend="native"):
+        pass
     history.record_run(folder, "key-a", "1")
     with history.history_path(folder).open("ab") as fh:
         fh.write(b'{"format":1,"kind":"\xff\xfe broken"}\n')

@@ -11,10 +11,12 @@ object must be where ``qpsam import`` puts the same file in a copy of the same p
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Iterable
@@ -35,7 +37,20 @@ from qpsam.project import open_project
 pytestmark = [pytest.mark.qupath, pytest.mark.groovy]
 
 RUN_SCRIPT = Path(os.environ.get("QPSAM_SHARED", REPO.parent / "shared")) / "qupath" / "run-script.sh"
-IMAGE = REPO / "examples" / "data" / "nuclei.tif"
+NUCLEI = REPO / "examples" / "data" / "nuclei.tif"
+
+
+@functools.cache
+def _stack() -> Path:
+    """The nuclei image as an ImageJ hyperstack of 2 z-slices and 3 time points, so that objects on other planes
+    are ones the image has (qpsam refuses to write objects on planes an image lacks)."""
+    import numpy as np
+    import tifffile
+
+    plane = tifffile.imread(NUCLEI)
+    path = Path(tempfile.mkdtemp(prefix="qpsam-groovy-")) / "nuclei_zt.tif"
+    tifffile.imwrite(path, np.stack([np.stack([plane, plane[::-1]])] * 3), imagej=True, metadata={"axes": "TZYX"})
+    return path
 
 
 def _id(name: str) -> uuid.UUID:
@@ -159,7 +174,7 @@ def _imported() -> list[PathObject]:
 def _project(folder: Path, version: str, objects: list[PathObject], images: int = 1) -> Path:
     with open_project(folder, "x", backend="native", version=version) as project:
         for k in range(images):  # the file name as the entry name: QuPath 0.6+ renames (and loads) otherwise
-            project.add_image(IMAGE, allow_duplicates=k > 0)
+            project.add_image(_stack(), allow_duplicates=k > 0)
     if objects:
         with open_project(folder, "r+", backend="native") as project:
             project.images[0].add_objects(objects)
@@ -286,7 +301,9 @@ def test_import_script_on_sample_projects(sample: str, entry: int, version: str,
     with open_project(base, "r", backend="native") as project:
         have = [o for o in project.entry(entry).objects if o.object_type is ObjectType.ANNOTATION][:3]
     changed = [o.replace(path_class=POSITIVE, name=f"changed {k}", children=()) for k, o in enumerate(have)]
-    file = geojson.write(tmp_path / "objects.geojson", changed + _imported()[2:])
+    # The sample images have one z-slice and time point: objects on other planes would be refused.
+    new = [o for o in _imported()[2:] if o.plane.z == 0 and o.plane.t == 0]
+    file = geojson.write(tmp_path / "objects.geojson", changed + new)
     by_qpsam, by_script = _copies(base, "by_qpsam", "by_script")
     _cli("import", by_qpsam, file, "--image", entry, "--backend", "native", "--replace")
     script = tmp_path / "import.groovy"

@@ -9,8 +9,10 @@ must have the same ROI class (nucleus too), the same number of vertices, the sam
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,21 @@ from qpsam.project import qpdata as Q
 
 pytestmark = pytest.mark.qupath
 
-IMAGE = REPO / "examples" / "data" / "nuclei.tif"
+NUCLEI = REPO / "examples" / "data" / "nuclei.tif"
+
+
+@functools.cache
+def _image() -> Path:
+    """The nuclei image as an ImageJ hyperstack of 4 time points, 3 z-slices and 2 channels, so that the objects on
+    other planes are on planes the image has (qpsam refuses to write objects on planes an image lacks)."""
+    import numpy as np
+    import tifffile
+
+    plane = tifffile.imread(NUCLEI)
+    path = Path(tempfile.mkdtemp(prefix="qpsam-roi-")) / "nuclei_tzc.tif"
+    tifffile.imwrite(path, np.broadcast_to(plane, (4, 3, 2) + plane.shape), imagej=True,
+                     metadata={"axes": "TZCYX"})
+    return path
 
 
 def _ring(*points: tuple[float, float]) -> list[list[float]]:
@@ -52,16 +68,17 @@ KINDS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("rectangle from bottom right", _polygon(_ring((x2, y2), (x, y2), (x, y), (x2, y))), {}),
     ("rectangle from top right", _polygon(_ring((x2, y), (x2, y2), (x, y2), (x, y))), {}),
     ("rectangle not float32", _polygon(_ring((10.01, 20.03), (110.07, 20.03), (110.07, 70.11), (10.01, 70.11))), {}),
-    ("rectangle far from origin", _polygon(_ring((123456.01, 98765.03), (123556.07, 98765.03),
-                                                 (123556.07, 98865.11), (123456.01, 98865.11))), {}),
+    # Far from the origin, but within the overhang qpsam accepts for the 512 x 512 image (one image size).
+    ("rectangle far from origin", _polygon(_ring((823.01, 765.03), (923.07, 765.03),
+                                                 (923.07, 865.11), (823.01, 865.11))), {}),
     ("rectangle, extra top vertex", _polygon(_ring((x, y), (60, y), (x2, y), (x2, y2), (x, y2))), {}),
     ("rectangle, extra side vertex", _polygon(_ring((0, 0), (50, 0), (50, 20), (50, 40), (0, 40))), {}),
     ("rectangle, repeated corner", _polygon(_ring((0, 0), (50, 0), (50, 0), (50, 40), (0, 40))), {}),
     ("triangle float32", _polygon(_ring((0, 0), (50.5, 0), (25.25, 40))), {}),
     ("polygon not float32", _polygon(_ring((100.01, 100.03), (150.07, 101.09), (160.13, 150.17), (110.19, 140.23),
                                            (105.29, 120.31))), {}),
-    ("polygon far from origin", _polygon(_ring((123456.01, 98765.03), (123556.07, 98767.09),
-                                               (123500.13, 98865.11))), {}),
+    ("polygon far from origin", _polygon(_ring((823.01, 765.03), (923.07, 767.09),
+                                               (900.13, 865.11))), {}),
     ("concave polygon", _polygon(_ring((0, 0), (40, 0), (40, 40), (20, 10), (0, 40))), {}),
     ("L shape", _polygon(_ring((0, 0), (50, 0), (50, 20), (20, 20), (20, 40), (0, 40))), {}),
     ("polygon, repeated vertex", _polygon(_ring((0, 0), (30, 0), (30, 0), (15, 20))), {}),
@@ -115,7 +132,7 @@ def _write(path: Path, kinds: list[tuple[str, dict[str, Any], dict[str, Any]]]) 
 
 def _new_project(folder: Path, version: str) -> Path:
     with open_project(folder, "x", backend="native", version=version) as project:
-        project.add_image(IMAGE)
+        project.add_image(_image())
     return folder
 
 
