@@ -57,20 +57,15 @@ def _common(kwargs: dict[str, Any]) -> dict[str, Any]:
                 preview=kwargs.pop("preview"), resume=kwargs.pop("resume"), executor=kwargs.pop("executor"))
 
 
-class _Bar:
-    """A click progress bar over images, with the image in progress as its label."""
+def _run(job: Callable[..., Any], steps: bool = True, **kwargs: Any) -> Any:
+    """Run a job with its progress on stderr, ended before the summary is printed."""
+    from qpsam.commands.progress import JobProgress
 
-    def __init__(self) -> None:
-        self.bar = None
-
-    def __call__(self, name: str, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = click.progressbar(length=total, label="images", show_pos=True, file=click.get_text_stream("stderr"))
-            self.bar.__enter__()
-        self.bar.label = name
-        self.bar.update(1)
-        if done == total:
-            self.bar.__exit__(None, None, None)
+    bar = JobProgress()
+    try:
+        return job(progress=bar, **({"step_progress": bar.step} if steps else {}), **kwargs)
+    finally:
+        bar.close()
 
 
 def _finish(ctx: click.Context, report: Any) -> None:
@@ -99,7 +94,7 @@ def detect_command(ctx: click.Context, **kwargs: Any) -> None:
 
     common = _common(kwargs)
     options = DetectOptions(**kwargs)
-    report = detect(options=options, progress=_Bar(), debug=_debug(ctx), **common)
+    report = _run(detect, options=options, debug=_debug(ctx), **common)
     _finish(ctx, report)
 
 
@@ -156,7 +151,7 @@ def automask_command(ctx: click.Context, **kwargs: Any) -> None:
     param_names = [f for f in AutomaskParams.__dataclass_fields__]
     params = AutomaskParams(**{k: kwargs.pop(k) for k in param_names})
     options = AutomaskOptions(params=params, **kwargs)
-    report = automask(options=options, region=region, progress=_Bar(), debug=_debug(ctx), **common)
+    report = _run(automask, options=options, region=region, debug=_debug(ctx), **common)
     _finish(ctx, report)
 
 
@@ -176,7 +171,7 @@ def track_command(ctx: click.Context, **kwargs: Any) -> None:
     common = _common(kwargs)
     if kwargs["stop"] < kwargs["start"]:
         raise click.BadParameter("--to must be >= --from", param_hint="--to")
-    report = track(progress=_Bar(), debug=_debug(ctx), **kwargs, **common)
+    report = _run(track, steps=False, debug=_debug(ctx), **kwargs, **common)
     _finish(ctx, report)
 
 

@@ -44,9 +44,12 @@ def sam2_config(model_type: str, version: str = "2.0") -> str:
 
 
 def _import_sam2() -> Any:
+    from .quiet import quiet_imports
+
     try:
-        import sam2  # noqa: F401  (initialises Hydra's config module)
-        from sam2 import build_sam
+        with quiet_imports():
+            import sam2  # noqa: F401  (initialises Hydra's config module)
+            from sam2 import build_sam
     except ImportError as exc:
         raise ModelError(
             "SAM2 models need the sam2 package: SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2==1.1.0 "
@@ -247,6 +250,9 @@ class Sam2Engine:
         """sam2's own ``init_state`` with our in-memory frames in place of its JPEG folder reader."""
         import sam2.sam2_video_predictor as svp
 
+        from .quiet import silence_sam2_bars
+
+        silence_sam2_bars(svp)
         images = frames.images if offload else frames.images.to(self.device)
 
         def _in_memory(**_: Any) -> tuple[Any, int, int]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from qpsam.engines.base import Engine
 from qpsam.errors import JobError
-from qpsam.jobs.automask import AutomaskOptions, automask_region
+from qpsam.jobs.automask import AutomaskOptions, automask_region, plan_tiles
 from qpsam.jobs.batch import Change, ImageProgress, Target, run_batch
 from qpsam.jobs.detect import DetectOptions, detect_image
 from qpsam.jobs.executors import EngineSpec, LocalExecutor, engine_for, make_executor
@@ -18,6 +18,14 @@ from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathObject, wal
 __all__ = ["detect", "automask", "track"]
 
 Region4 = tuple[float, float, float, float]
+StepProgress = Callable[[str, str, int, int], None]  # (image name, unit, units done, units total)
+
+
+def _steps(step_progress: StepProgress | None, name: str, unit: str) -> Callable[[int, int], None] | None:
+    """The per-unit progress of one image, for ``step_progress`` (None when nobody listens)."""
+    if step_progress is None:
+        return None
+    return lambda done, total: step_progress(name, unit, done, total)
 
 
 def _engine_and_executor(engine: Engine | EngineSpec, executor: Any) -> tuple[Any, Any]:
@@ -58,8 +66,13 @@ def detect(
     preview: str | os.PathLike[str] | None = None,
     progress: ImageProgress | None = None,
     debug: bool = False,
+    step_progress: StepProgress | None = None,
 ) -> RunReport:
-    """Prompt detection on project images (all by default); results are written into the project."""
+    """Prompt detection on project images (all by default); results are written into the project.
+
+    ``progress(image, done, total)`` is called after each image, ``step_progress(image, "window", done, total)``
+    after each window of an image.
+    """
     from qpsam.jobs.scripts import detection_specs
     from qpsam.jobs.targets import project_targets
 
@@ -68,7 +81,8 @@ def detect(
 
     def work(target: Target) -> Change:
         source = target.source()
-        result = detect_image(model, source, target.objects(), options, executor=ex)
+        result = detect_image(model, source, target.objects(), options, executor=ex,
+                              progress=_steps(step_progress, target.name, "window"))
         if preview:
             _previews(preview, target, source, [w.region for w in result.windows], result.added)
         specs = detection_specs(engine, options, result, target.objects())
@@ -94,8 +108,13 @@ def automask(
     preview: str | os.PathLike[str] | None = None,
     progress: ImageProgress | None = None,
     debug: bool = False,
+    step_progress: StepProgress | None = None,
 ) -> RunReport:
-    """Automatic masks on project images: ``region`` is None (whole image), (x0, y0, x1, y1) or ``annotation:CLASS``."""
+    """Automatic masks on project images: ``region`` is None (whole image), (x0, y0, x1, y1) or ``annotation:CLASS``.
+
+    ``progress(image, done, total)`` is called after each image, ``step_progress(image, "tile", done, total)``
+    after each tile (counted over all the image's regions).
+    """
     from qpsam.jobs.scripts import automask_specs
     from qpsam.jobs.targets import project_targets
 
@@ -117,8 +136,13 @@ def automask(
         else:
             areas = [(region, None)]
         added: list[PathObject] = []
-        for bounds, within in areas:
-            added += automask_region(model, source, bounds, options, plane, within, executor=ex)
+        steps = _steps(step_progress, target.name, "tile")
+        counts = [len(plan_tiles(_clip(bounds, source), options.tile_size, options.overlap, options.downsample))
+                  for bounds, _ in areas] if steps else []
+        for k, (bounds, within) in enumerate(areas):
+            offset = sum(counts[:k])
+            tiles = (lambda done, _t, o=offset: steps(o + done, sum(counts))) if steps else None
+            added += automask_region(model, source, bounds, options, plane, within, executor=ex, progress=tiles)
         if preview:
             _previews(preview, target, source, [_preview_region(source, b, plane) for b, _ in areas], added)
         specs = automask_specs(engine, options, source.width, source.height, [b for b, _ in areas], plane)
@@ -127,6 +151,11 @@ def automask(
     with project_targets(project, images) as targets:
         out = run_batch("automask", params, targets, work, resume=resume, progress=progress, debug=debug)
     return _finish(out, report, groovy)
+
+
+def _clip(bounds: Region4 | None, source: Any) -> Region4:
+    x0, y0, x1, y1 = bounds or (0, 0, source.width, source.height)
+    return (max(0.0, x0), max(0.0, y0), min(float(source.width), x1), min(float(source.height), y1))
 
 
 def _preview_region(source: Any, bounds: Region4 | None, plane: ImagePlane) -> Any:
