@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from typing import IO, Any
-
-import click
 
 __all__ = ["JobProgress"]
 
@@ -32,7 +31,7 @@ class JobProgress:
     """The ``progress`` and ``step_progress`` callbacks of a job, shown on ``stream`` (stderr by default)."""
 
     def __init__(self, stream: IO[str] | None = None, interval: float | None = None) -> None:
-        self.stream: Any = stream if stream is not None else click.get_text_stream("stderr")
+        self.stream: Any = stream if stream is not None else sys.stderr
         isatty = getattr(self.stream, "isatty", None)
         self.tty = bool(isatty and isatty())
         self.interval = _interval() if interval is None else interval
