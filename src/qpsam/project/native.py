@@ -390,7 +390,7 @@ class NativeEntry:
             if path is None:
                 raise ImageReadError(
                     f"entry {self.id} ({self.name!r}): image not found at {uri}; move it back or update the "
-                    "project's image paths (Project.relocate)")
+                    "project's image paths with `qpsam relocate PROJECT --search FOLDER` (Python: Project.relocate)")
             series = 0
             args = list(builder.get("args", []))
             if "--series" in args:
