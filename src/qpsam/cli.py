@@ -34,6 +34,8 @@ CLI_WORDS: tuple[tuple[str, str], ...] = (
     ("use replace_objects to change objects", "use --replace to replace objects with the same id"),
     ("(use backend='paquo')", "(use --backend paquo)"),
     ("(pass allow_duplicates=True to add it again)", "(it is added once only)"),
+    ("needs engine='torch'", "needs --engine torch"),
+    ("use engine='torch' (or 'auto')", "use --engine torch (or auto)"),
 )
 
 

@@ -20,6 +20,8 @@ def _engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
                      help="Local engine: ONNX Runtime is chosen on CPU when installed."),
         click.option("--device", default="auto", show_default=True, help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+                     show_default=True, help="Model arithmetic: auto is bf16 (or fp16) on CUDA and fp32 elsewhere."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -49,12 +51,18 @@ def _common(kwargs: dict[str, Any]) -> dict[str, Any]:
     from qpsam.jobs.executors import EngineSpec
 
     engine = EngineSpec(kwargs.pop("model"), kwargs.pop("weights"), kwargs.pop("device"), kwargs.pop("engine"),
-                        kwargs.pop("server"), kwargs.pop("token"))
+                        kwargs.pop("server"), kwargs.pop("token"), precision=kwargs.pop("precision"))
     images = list(kwargs.pop("images")) or None
     if kwargs.pop("all_images") and images:
         raise click.UsageError("give either --image or --all, not both")
     return dict(project=kwargs.pop("project"), engine=engine, images=images, groovy=kwargs.pop("groovy"), report=kwargs.pop("report"),
                 preview=kwargs.pop("preview"), resume=kwargs.pop("resume"), executor=kwargs.pop("executor"))
+
+
+_CHANNELS = click.option(
+    "--channels", default=None, metavar="CH[:COLOUR],...",
+    help="Render only these channels for SAM (fluorescence): names or numbers from 1, each with an optional colour "
+         "(red, green, blue, yellow, cyan, magenta, white or #RRGGBB), e.g. DAPI:white or 1:white,3:green.")
 
 
 def _run(job: Callable[..., Any], steps: bool = True, **kwargs: Any) -> Any:
@@ -86,6 +94,7 @@ def _finish(ctx: click.Context, report: Any) -> None:
 @click.option("--random-colors", is_flag=True, help="Random colours for unclassified results.")
 @click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Drop pieces smaller than this (pixels²).")
 @click.option("--simplify", default=None, type=click.FloatRange(min=0), help="Simplify outlines with this tolerance (pixels).")
+@_CHANNELS
 @click.pass_context
 def detect_command(ctx: click.Context, **kwargs: Any) -> None:
     """Segment the objects that prompt annotations point at (rectangles, points, lines; '*' classes = background)."""
@@ -93,8 +102,9 @@ def detect_command(ctx: click.Context, **kwargs: Any) -> None:
     from qpsam.jobs.detect import DetectOptions
 
     common = _common(kwargs)
+    channels = kwargs.pop("channels")
     options = DetectOptions(**kwargs)
-    report = _run(detect, options=options, debug=_debug(ctx), **common)
+    report = _run(detect, options=options, channels=channels, debug=_debug(ctx), **common)
     _finish(ctx, report)
 
 
@@ -139,6 +149,7 @@ def _parse_region(text: str) -> Any:
 @click.option("--class", "path_class", default=None, help="Class of the results.")
 @click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--simplify", default=None, type=click.FloatRange(min=0))
+@_CHANNELS
 @click.pass_context
 def automask_command(ctx: click.Context, **kwargs: Any) -> None:
     """Segment everything in images (tiled, merged across tiles), optionally inside annotations of a class."""
@@ -150,8 +161,9 @@ def automask_command(ctx: click.Context, **kwargs: Any) -> None:
     region = _parse_region(kwargs.pop("region"))
     param_names = [f for f in AutomaskParams.__dataclass_fields__]
     params = AutomaskParams(**{k: kwargs.pop(k) for k in param_names})
+    channels = kwargs.pop("channels")
     options = AutomaskOptions(params=params, **kwargs)
-    report = _run(automask, options=options, region=region, debug=_debug(ctx), **common)
+    report = _run(automask, options=options, region=region, channels=channels, debug=_debug(ctx), **common)
     _finish(ctx, report)
 
 

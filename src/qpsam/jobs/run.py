@@ -10,6 +10,7 @@ from qpsam.engines.base import Engine
 from qpsam.errors import JobError
 from qpsam.jobs.automask import AutomaskOptions, automask_region, plan_tiles
 from qpsam.jobs.batch import Change, ImageProgress, Target, run_batch
+from qpsam.jobs.channels import parse_channels
 from qpsam.jobs.detect import DetectOptions, detect_image
 from qpsam.jobs.executors import EngineSpec, LocalExecutor, engine_for, make_executor
 from qpsam.jobs.report import RunReport
@@ -39,8 +40,14 @@ def _engine_and_executor(engine: Engine | EngineSpec, executor: Any) -> tuple[An
 
 def _spec_params(engine: Engine | EngineSpec) -> dict[str, Any]:
     if isinstance(engine, EngineSpec):
-        return {"model": engine.model_type, "weights": engine.weights, "server": engine.server}
+        precision = {} if engine.precision == "auto" else {"precision": engine.precision}  # old --resume keys hold
+        return {"model": engine.model_type, "weights": engine.weights, "server": engine.server, **precision}
     return {"model": getattr(engine, "model_type", type(engine).__name__), "weights": str(getattr(engine, "weights_path", ""))}
+
+
+def _channel_params(chosen: Sequence[Any] | None) -> dict[str, Any]:
+    # only present when given, so that runs without --channels keep their --resume keys
+    return {"channels": [str(c) for c in chosen]} if chosen else {}
 
 
 def _finish(report: RunReport, report_path: str | os.PathLike[str] | None, groovy: str | os.PathLike[str] | None) -> RunReport:
@@ -67,17 +74,20 @@ def detect(
     progress: ImageProgress | None = None,
     debug: bool = False,
     step_progress: StepProgress | None = None,
+    channels: str | Sequence[Any] | None = None,
 ) -> RunReport:
     """Prompt detection on project images (all by default); results are written into the project.
 
+    ``channels`` (e.g. ``"DAPI:white"``, see :mod:`qpsam.jobs.channels`) renders only those channels for SAM.
     ``progress(image, done, total)`` is called after each image, ``step_progress(image, "window", done, total)``
     after each window of an image.
     """
     from qpsam.jobs.scripts import detection_specs
     from qpsam.jobs.targets import project_targets
 
+    chosen = parse_channels(channels)
     model, ex = _engine_and_executor(engine, executor)
-    params = {**_spec_params(engine), **options.as_dict()}
+    params = {**_spec_params(engine), **options.as_dict(), **_channel_params(chosen)}
 
     def work(target: Target) -> Change:
         source = target.source()
@@ -88,7 +98,7 @@ def detect(
         specs = detection_specs(engine, options, result, target.objects())
         return Change(result.added, result.removed, len(result.windows), tuple(specs))
 
-    with project_targets(project, images) as targets:
+    with project_targets(project, images, chosen) as targets:
         out = run_batch("detect", params, targets, work, resume=resume, progress=progress, debug=debug)
     return _finish(out, report, groovy)
 
@@ -109,17 +119,21 @@ def automask(
     progress: ImageProgress | None = None,
     debug: bool = False,
     step_progress: StepProgress | None = None,
+    channels: str | Sequence[Any] | None = None,
 ) -> RunReport:
     """Automatic masks on project images: ``region`` is None (whole image), (x0, y0, x1, y1) or ``annotation:CLASS``.
 
+    ``channels`` (e.g. ``"DAPI:white"``, see :mod:`qpsam.jobs.channels`) renders only those channels for SAM.
     ``progress(image, done, total)`` is called after each image, ``step_progress(image, "tile", done, total)``
     after each tile (counted over all the image's regions).
     """
     from qpsam.jobs.scripts import automask_specs
     from qpsam.jobs.targets import project_targets
 
+    chosen = parse_channels(channels)
     model, ex = _engine_and_executor(engine, executor)
-    params = {**_spec_params(engine), **options.as_dict(), "region": region, "plane": [plane.c, plane.z, plane.t]}
+    params = {**_spec_params(engine), **options.as_dict(), "region": region, "plane": [plane.c, plane.z, plane.t],
+              **_channel_params(chosen)}
 
     def work(target: Target) -> Change:
         source = target.source()
@@ -148,7 +162,7 @@ def automask(
         specs = automask_specs(engine, options, source.width, source.height, [b for b, _ in areas], plane)
         return Change(tuple(added), (), len(areas), tuple(specs))
 
-    with project_targets(project, images) as targets:
+    with project_targets(project, images, chosen) as targets:
         out = run_batch("automask", params, targets, work, resume=resume, progress=progress, debug=debug)
     return _finish(out, report, groovy)
 
