@@ -11,7 +11,7 @@ from qpsam.errors import JobError
 from qpsam.jobs.automask import AutomaskOptions, automask_region, plan_tiles
 from qpsam.jobs.batch import Change, ImageProgress, Target, run_batch
 from qpsam.jobs.channels import parse_channels
-from qpsam.jobs.detect import DetectOptions, detect_image
+from qpsam.jobs.detect import DetectOptions, _select, detect_image
 from qpsam.jobs.executors import EngineSpec, LocalExecutor, engine_for, make_executor
 from qpsam.jobs.report import RunReport
 from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathObject, walk
@@ -94,7 +94,9 @@ def detect(
         result = detect_image(model, source, target.objects(), options, executor=ex,
                               progress=_steps(step_progress, target.name, "window"))
         if preview:
-            _previews(preview, target, source, [w.region for w in result.windows], result.added)
+            shown = _select(target.objects(), options)  # the prompts this run used (still in the hierarchy)
+            _previews(preview, target, source, [w.region for w in result.windows], result.added,
+                      shown.foreground, shown.background)
         specs = detection_specs(engine, options, result, target.objects())
         return Change(result.added, result.removed, len(result.windows), tuple(specs))
 
@@ -158,7 +160,9 @@ def automask(
             tiles = (lambda done, _t, o=offset: steps(o + done, sum(counts))) if steps else None
             added += automask_region(model, source, bounds, options, plane, within, executor=ex, progress=tiles)
         if preview:
-            _previews(preview, target, source, [_preview_region(source, b, plane) for b, _ in areas], added)
+            shapes = [w if w is not None else _box(*_clip(b, source)) for b, w in areas]
+            _previews(preview, target, source, [_preview_region(source, b, plane) for b, _ in areas], added,
+                      areas=shapes)
         specs = automask_specs(engine, options, source.width, source.height, [b for b, _ in areas], plane)
         return Change(tuple(added), (), len(areas), tuple(specs))
 
@@ -182,17 +186,27 @@ def _preview_region(source: Any, bounds: Region4 | None, plane: ImagePlane) -> A
     return Region(x0, y0, x1 - x0, y1 - y0, downsample, plane)
 
 
+def _box(x0: float, y0: float, x1: float, y1: float) -> Any:
+    from shapely.geometry import box
+
+    return box(x0, y0, x1, y1)
+
+
 def _previews(folder: str | os.PathLike[str], target: Target, source: Any, regions: Sequence[Any],
-              objects: Sequence[PathObject]) -> None:
+              objects: Sequence[PathObject], foreground: Sequence[PathObject] = (),
+              background: Sequence[PathObject] = (), areas: Sequence[Any] = ()) -> None:
     from shapely.geometry import box
 
     from qpsam.jobs.preview import write_preview
 
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in target.name)
+    def near(items: Sequence[Any], frame: Any) -> list[Any]:
+        return [o for o in items if getattr(o, "geometry", o).intersects(frame)]
+
     for i, region in enumerate(regions):
         frame = box(*region.bounds)
-        inside = [o for o in objects if o.geometry.intersects(frame)]
-        write_preview(Path(folder) / f"{safe}-{i}.png", source.read_region(region), region, inside)
+        write_preview(Path(folder) / f"{safe}-{i}.png", source.read_region(region), region, near(objects, frame),
+                      near(foreground, frame), near(background, frame), near(areas, frame))
 
 
 def track(project: Any, *args: Any, **kwargs: Any) -> RunReport:
