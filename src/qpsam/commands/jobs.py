@@ -95,6 +95,12 @@ def _finish(ctx: click.Context, report: Any) -> None:
 @click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Drop pieces smaller than this (pixels²).")
 @click.option("--simplify", default=None, type=click.FloatRange(min=0), help="Simplify outlines with this tolerance (pixels).")
 @_CHANNELS
+@click.option("--text", default=None, help="SAM3: find every object this phrase names (e.g. 'nucleus'); needs --model sam3.")
+@click.option("--exemplars", is_flag=True,
+              help="SAM3: the prompt rectangles (of --prompts) are examples and Ignore* rectangles counter-examples; "
+                   "every similar object is found.")
+@click.option("--confidence", default=0.4, show_default=True, type=click.FloatRange(0, 1),
+              help="SAM3: drop objects found with a lower score.")
 @click.pass_context
 def detect_command(ctx: click.Context, **kwargs: Any) -> None:
     """Segment the objects that prompt annotations point at (rectangles, points, lines; '*' classes = background)."""

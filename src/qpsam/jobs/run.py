@@ -78,6 +78,9 @@ def detect(
 ) -> RunReport:
     """Prompt detection on project images (all by default); results are written into the project.
 
+    With ``options.text`` or ``options.exemplars`` it is a SAM3 concept run (:mod:`qpsam.jobs.concept`): every
+    object like the phrase or the exemplar boxes is found.
+
     ``channels`` (e.g. ``"DAPI:white"``, see :mod:`qpsam.jobs.channels`) renders only those channels for SAM.
     ``progress(image, done, total)`` is called after each image, ``step_progress(image, "window", done, total)``
     after each window of an image.
@@ -86,11 +89,23 @@ def detect(
     from qpsam.jobs.targets import project_targets
 
     chosen = parse_channels(channels)
+    if options.concept:  # before a model is loaded: SAM3 or nothing
+        from qpsam.jobs.concept import check_concept_engine, concept_image, exemplars
+
+        check_concept_engine(engine)
     model, ex = _engine_and_executor(engine, executor)
     params = {**_spec_params(engine), **options.as_dict(), **_channel_params(chosen)}
 
     def work(target: Target) -> Change:
         source = target.source()
+        if options.concept:
+            result, concept_specs = concept_image(model, engine, source, target.objects(), options,
+                                                  progress=_steps(step_progress, target.name, "tile"))
+            if preview:
+                positive, negative = exemplars(target.objects(), options)
+                _previews(preview, target, source, [w.region for w in result.windows], result.added,
+                          positive, negative)
+            return Change(result.added, result.removed, len(result.windows), tuple(concept_specs))
         result = detect_image(model, source, target.objects(), options, executor=ex,
                               progress=_steps(step_progress, target.name, "window"))
         if preview:
