@@ -21,9 +21,8 @@ def test_mobile_sam_attention_biases_are_loaded_not_zero(mobile_sam) -> None:
     assert attentions
     for m in attentions:  # the table eval mode uses is the checkpoint's biases, gathered
         assert torch.equal(m.ab, m.attention_biases[:, m.attention_bias_idxs]) and m.ab.abs().sum() > 0
-    # samapi's order (eval mode set, then the weights loaded) leaves that table at its initial zeros
+    # samapi's order (the builder sets eval mode, then the weights are loaded) leaves that table at its initial zeros
     model, _ = build_sam1("vit_t")
-    model.eval()
     model.load_state_dict(read_checkpoint(mobile_sam.weights_path, "vit_t"))
     stale = [m for m in model.image_encoder.modules() if isinstance(m, Attention)]
     assert all(m.ab.abs().sum() == 0 for m in stale)
