@@ -215,6 +215,7 @@ def _previews(folder: str | os.PathLike[str], target: Target, source: Any, regio
     from qpsam.jobs.preview import write_preview
 
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in target.name)
+
     def near(items: Sequence[Any], frame: Any) -> list[Any]:
         return [o for o in items if getattr(o, "geometry", o).intersects(frame)]
 
