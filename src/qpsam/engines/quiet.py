@@ -16,12 +16,13 @@ __all__ = ["quiet_imports", "silence_sam2_bars"]
 _IGNORED: tuple[tuple[type[Warning], str], ...] = (
     (FutureWarning, r"Importing from timm\."),
     (UserWarning, r"Overwriting tiny_vit_\w+ in registry"),
+    (FutureWarning, r"`torch\.jit\.script` is deprecated"),  # sam2's transforms, built with its models
 )
 
 
 @contextlib.contextmanager
 def quiet_imports() -> Iterator[None]:
-    """Import model packages without the library warnings listed in :data:`_IGNORED` (others still show)."""
+    """Import or build model packages' objects without the library warnings in :data:`_IGNORED` (others still show)."""
     with warnings.catch_warnings():
         for category, message in _IGNORED:
             warnings.filterwarnings("ignore", message=message, category=category)

@@ -82,9 +82,12 @@ def build_sam2_model(model_type: str, version: str = "2.0") -> Any:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from .quiet import quiet_imports
+
     cfg = compose(config_name=sam2_config(model_type, version), overrides=overrides)
     OmegaConf.resolve(cfg)
-    return instantiate(cfg.model, _recursive_=True)
+    with quiet_imports():  # its transforms use torch.jit.script, deprecated in recent torch
+        return instantiate(cfg.model, _recursive_=True)
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,10 @@ class Sam2Engine:
         self.model = model.to(self.device).eval()
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-        self.predictor = SAM2ImagePredictor(self.model)
+        from .quiet import quiet_imports
+
+        with quiet_imports():  # torch.jit.script deprecation, as in build_sam2_model
+            self.predictor = SAM2ImagePredictor(self.model)
         self.mask_threshold = float(self.predictor.mask_threshold)
         # an empty EmbeddingCache is falsy (it has a length): test identity, not truth
         if cache is None or cache is True:
