@@ -4,7 +4,8 @@ Started by :mod:`qupath_judge` as ``python qupath_judge_driver.py QUPATH_DIR``; 
 version per process. It reads one JSON request per line on stdin and answers one JSON line on stdout:
 
 - ``{"op": "hierarchy", "path": P}``: ``PathIO.readHierarchy`` of a ``data.qpdata``;
-- ``{"op": "project", "path": P}``: ``ProjectIO.loadProject`` and ``entry.readHierarchy()`` for every entry;
+- ``{"op": "project", "path": P}``: ``ProjectIO.loadProject``, and ``entry.readHierarchy()`` and the image URIs
+  (``entry.getURIs()``) of every entry;
 - ``{"op": "geojson", "path": P}``: ``PathIO.readObjects`` of a GeoJSON file (QuPath's own import);
 - ``{"op": "region", "project": P, "entry": ID, "x":.., "y":.., "width":.., "height":.., "downsample":..,
   "z":.., "t":.., "out": F}``: the entry's server (``entry.readImageData().getServer()``) reads a region, written
@@ -252,6 +253,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
             for entry in project.getImageList():
                 hierarchy = entry.readHierarchy()
                 entries.append({"id": str(entry.getID()), "name": str(entry.getImageName()),
+                                "uris": sorted(str(u) for u in entry.getURIs()),
                                 "objects": describe(hierarchy.getRootObject())["children"]})
             return {"version": None if project.getVersion() is None else str(project.getVersion()),
                     "entries": entries}

@@ -14,7 +14,24 @@ import pytest
 from qpsam import weights as W
 from qpsam.errors import ModelError, WeightsError
 
-PAYLOAD = os.urandom(3 * 1024 * 1024 + 123)
+
+def _vit_b_checkpoint(size: int) -> bytes:
+    """About ``size`` bytes of a PyTorch checkpoint whose keys are those of a ViT-B SAM image encoder (registration
+    reads the keys and refuses other files); random bytes where torch is missing (nothing is checked then)."""
+    try:
+        import torch
+    except ImportError:
+        return os.urandom(size)
+    import io
+
+    state = {f"image_encoder.blocks.{i}.attn.qkv.weight": torch.zeros(1) for i in range(12)}
+    state["padding"] = torch.frombuffer(bytearray(os.urandom(size)), dtype=torch.uint8)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+PAYLOAD = _vit_b_checkpoint(3 * 1024 * 1024 + 123)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
@@ -188,19 +205,19 @@ def test_truncated_and_missing_registered_files_are_reported(server):
 def test_register_local_file_copy_link_and_checksum(tmp_path, home):
     src = tmp_path / "local.pt"
     src.write_bytes(PAYLOAD)
-    copied = W.register_weights("vit_l", "copy", src)
-    assert copied.path.parent == home / "weights" / "vit_l" and copied.path.read_bytes() == PAYLOAD
-    linked = W.register_weights("vit_l", "link", src, link=True)
+    copied = W.register_weights("vit_b", "copy", src)
+    assert copied.path.parent == home / "weights" / "vit_b" and copied.path.read_bytes() == PAYLOAD
+    linked = W.register_weights("vit_b", "link", src, link=True)
     assert linked.path == src.resolve() and linked.sha256 == PAYLOAD_SHA
     with pytest.raises(WeightsError, match="fails its checksum"):
-        W.register_weights("vit_l", "bad", src, sha256="f" * 64)
-    assert W.find_weights("vit_l", "bad") is None
-    W.remove_weights("vit_l", "link")
-    assert src.exists() and W.find_weights("vit_l", "link") is None
+        W.register_weights("vit_b", "bad", src, sha256="f" * 64)
+    assert W.find_weights("vit_b", "bad") is None
+    W.remove_weights("vit_b", "link")
+    assert src.exists() and W.find_weights("vit_b", "link") is None
     with pytest.raises(WeightsError, match="does not exist"):
-        W.register_weights("vit_l", "gone", tmp_path / "nope.pth")
+        W.register_weights("vit_b", "gone", tmp_path / "nope.pth")
     with pytest.raises(WeightsError, match="not usable"):
-        W.register_weights("vit_l", "../evil", src)
+        W.register_weights("vit_b", "../evil", src)
 
 
 def test_unknown_model_type_and_unknown_names():

@@ -27,7 +27,25 @@ COMMAND_MODULES: tuple[str, ...] = (
     "serve",
     "demo",
     "live",
+    "relocate",
 )
+
+# Library messages name Python arguments; on the command line the same advice names the flag.
+CLI_WORDS: tuple[tuple[str, str], ...] = (
+    ("pass on_invalid='fix' or 'keep' to accept it", "use --fix-invalid to repair it"),
+    ("use replace_objects to change objects", "use --replace to replace objects with the same id"),
+    ("(use backend='paquo')", "(use --backend paquo)"),
+    ("(pass allow_duplicates=True to add it again)", "(it is added once only)"),
+    ("needs engine='torch'", "needs --engine torch"),
+    ("use engine='torch' (or 'auto')", "use --engine torch (or auto)"),
+)
+
+
+def cli_message(message: str) -> str:
+    """``message`` with its Python-argument advice put in terms of CLI flags."""
+    for python, flag in CLI_WORDS:
+        message = message.replace(python, flag)
+    return message
 
 
 class _Group(click.Group):
@@ -38,11 +56,13 @@ class _Group(click.Group):
             result = super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            raise  # the reader went away (`qpsam info | head`): click ends quietly
         except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             _DATA_WARNINGS.clear()  # the error names the same damage: one line
-            message = str(exc) if isinstance(exc, QpsamError) else f"{type(exc).__name__}: {exc}"
+            message = cli_message(str(exc)) if isinstance(exc, QpsamError) else f"{type(exc).__name__}: {exc}"
             click.echo(f"qpsam: error: {message}", err=True)
             ctx.exit(1)
         for text in dict.fromkeys(_DATA_WARNINGS):

@@ -513,6 +513,18 @@ def _is_url(value: str) -> bool:
     return urlparse(str(value)).scheme in ("http", "https")
 
 
+def _check_type(path: Path, model_type: str, remove: bool = False) -> None:
+    """Refuse a file that is not a checkpoint of ``model_type`` (``remove``: delete what was downloaded)."""
+    from qpsam.engines.checkpoint import check_checkpoint
+
+    try:
+        check_checkpoint(path, model_type)
+    except WeightsError:
+        if remove:
+            Path(path).unlink(missing_ok=True)
+        raise
+
+
 def register_weights(
     model_type: str,
     name: str,
@@ -527,7 +539,8 @@ def register_weights(
 ) -> WeightsRecord:
     """Register weights ``name`` for ``model_type`` from a URL (downloaded) or a local file (copied, or linked).
 
-    ``sha256``/``size`` are checked when given. An existing name is an error unless ``force``.
+    ``sha256``/``size`` are checked when given. An existing name is an error unless ``force``. The file must be
+    a checkpoint of ``model_type`` (its state dict keys are read, where torch is installed).
     """
     info = check_model_type(model_type)
     _check_name(name)
@@ -540,12 +553,14 @@ def register_weights(
     if _is_url(source_str):
         dest = folder / f"{name}{_suffix_of(source_str)}"
         got = download(source_str, dest, sha256=sha256, size=size, progress=progress, cancel=cancel)
+        _check_type(got.path, info.type, remove=True)
         file = dest.name
     else:
         src = Path(source_str).expanduser()
         if not src.is_file():
             raise WeightsError(f"weights file {src} does not exist")
         verify_file(src, None, size)
+        _check_type(src, info.type)
         if link:
             src = src.resolve()
             got = Downloaded(src, file_sha256(src, progress), src.stat().st_size)

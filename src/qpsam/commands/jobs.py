@@ -20,6 +20,8 @@ def _engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
                      help="Local engine: ONNX Runtime is chosen on CPU when installed."),
         click.option("--device", default="auto", show_default=True, help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+                     show_default=True, help="Model arithmetic: auto is bf16 (or fp16) on CUDA and fp32 elsewhere."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -49,7 +51,7 @@ def _common(kwargs: dict[str, Any]) -> dict[str, Any]:
     from qpsam.jobs.executors import EngineSpec
 
     engine = EngineSpec(kwargs.pop("model"), kwargs.pop("weights"), kwargs.pop("device"), kwargs.pop("engine"),
-                        kwargs.pop("server"), kwargs.pop("token"))
+                        kwargs.pop("server"), kwargs.pop("token"), precision=kwargs.pop("precision"))
     images = list(kwargs.pop("images")) or None
     if kwargs.pop("all_images") and images:
         raise click.UsageError("give either --image or --all, not both")
@@ -57,20 +59,21 @@ def _common(kwargs: dict[str, Any]) -> dict[str, Any]:
                 preview=kwargs.pop("preview"), resume=kwargs.pop("resume"), executor=kwargs.pop("executor"))
 
 
-class _Bar:
-    """A click progress bar over images, with the image in progress as its label."""
+_CHANNELS = click.option(
+    "--channels", default=None, metavar="CH[:COLOUR],...",
+    help="Render only these channels for SAM (fluorescence): names or numbers from 1, each with an optional colour "
+         "(red, green, blue, yellow, cyan, magenta, white or #RRGGBB), e.g. DAPI:white or 1:white,3:green.")
 
-    def __init__(self) -> None:
-        self.bar = None
 
-    def __call__(self, name: str, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = click.progressbar(length=total, label="images", show_pos=True, file=click.get_text_stream("stderr"))
-            self.bar.__enter__()
-        self.bar.label = name
-        self.bar.update(1)
-        if done == total:
-            self.bar.__exit__(None, None, None)
+def _run(job: Callable[..., Any], steps: bool = True, **kwargs: Any) -> Any:
+    """Run a job with its progress on stderr, ended before the summary is printed."""
+    from qpsam.commands.progress import JobProgress
+
+    bar = JobProgress()
+    try:
+        return job(progress=bar, **({"step_progress": bar.step} if steps else {}), **kwargs)
+    finally:
+        bar.close()
 
 
 def _finish(ctx: click.Context, report: Any) -> None:
@@ -91,6 +94,13 @@ def _finish(ctx: click.Context, report: Any) -> None:
 @click.option("--random-colors", is_flag=True, help="Random colours for unclassified results.")
 @click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Drop pieces smaller than this (pixels²).")
 @click.option("--simplify", default=None, type=click.FloatRange(min=0), help="Simplify outlines with this tolerance (pixels).")
+@_CHANNELS
+@click.option("--text", default=None, help="SAM3: find every object this phrase names (e.g. 'nucleus'); needs --model sam3.")
+@click.option("--exemplars", is_flag=True,
+              help="SAM3: the prompt rectangles (of --prompts) are examples and Ignore* rectangles counter-examples; "
+                   "every similar object is found.")
+@click.option("--confidence", default=0.4, show_default=True, type=click.FloatRange(0, 1),
+              help="SAM3: drop objects found with a lower score.")
 @click.pass_context
 def detect_command(ctx: click.Context, **kwargs: Any) -> None:
     """Segment the objects that prompt annotations point at (rectangles, points, lines; '*' classes = background)."""
@@ -98,8 +108,9 @@ def detect_command(ctx: click.Context, **kwargs: Any) -> None:
     from qpsam.jobs.detect import DetectOptions
 
     common = _common(kwargs)
+    channels = kwargs.pop("channels")
     options = DetectOptions(**kwargs)
-    report = detect(options=options, progress=_Bar(), debug=_debug(ctx), **common)
+    report = _run(detect, options=options, channels=channels, debug=_debug(ctx), **common)
     _finish(ctx, report)
 
 
@@ -144,6 +155,7 @@ def _parse_region(text: str) -> Any:
 @click.option("--class", "path_class", default=None, help="Class of the results.")
 @click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--simplify", default=None, type=click.FloatRange(min=0))
+@_CHANNELS
 @click.pass_context
 def automask_command(ctx: click.Context, **kwargs: Any) -> None:
     """Segment everything in images (tiled, merged across tiles), optionally inside annotations of a class."""
@@ -155,8 +167,9 @@ def automask_command(ctx: click.Context, **kwargs: Any) -> None:
     region = _parse_region(kwargs.pop("region"))
     param_names = [f for f in AutomaskParams.__dataclass_fields__]
     params = AutomaskParams(**{k: kwargs.pop(k) for k in param_names})
+    channels = kwargs.pop("channels")
     options = AutomaskOptions(params=params, **kwargs)
-    report = automask(options=options, region=region, progress=_Bar(), debug=_debug(ctx), **common)
+    report = _run(automask, options=options, region=region, channels=channels, debug=_debug(ctx), **common)
     _finish(ctx, report)
 
 
@@ -176,7 +189,7 @@ def track_command(ctx: click.Context, **kwargs: Any) -> None:
     common = _common(kwargs)
     if kwargs["stop"] < kwargs["start"]:
         raise click.BadParameter("--to must be >= --from", param_hint="--to")
-    report = track(progress=_Bar(), debug=_debug(ctx), **kwargs, **common)
+    report = _run(track, steps=False, debug=_debug(ctx), **kwargs, **common)
     _finish(ctx, report)
 
 

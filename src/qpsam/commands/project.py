@@ -76,17 +76,29 @@ def info(project: Path, as_json: bool, image: str | None, backend: str) -> None:
 @click.command("export")
 @click.argument("project", type=click.Path(exists=True, path_type=Path))
 @click.option("--image", help="Image id or name (needed when the project has several images).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="GeoJSON file to write (default: standard output).")
+@click.option("--all", "all_images", is_flag=True,
+              help="Every image, one file per image, ID.geojson in the -o folder (default: qpsam/geojson in the "
+                   "project folder), as `qpsam script project-import` reads them.")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="GeoJSON file to write (default: standard output); with --all, a folder.")
 @click.option("--nested", is_flag=True, help="Keep the hierarchy (childObjects) instead of QuPath's flat list.")
 @click.option("--precision", type=click.IntRange(min=0), help="Round coordinates (QuPath writes 2 decimals).")
 @_BACKEND
-def export(project: Path, image: str | None, output: Path | None, nested: bool, precision: int | None,
-           backend: str) -> None:
+def export(project: Path, image: str | None, all_images: bool, output: Path | None, nested: bool,
+           precision: int | None, backend: str) -> None:
     """Export an image's objects as QuPath GeoJSON (a FeatureCollection, like exportAllObjectsToGeoJson)."""
     from qpsam import geojson
     from qpsam.objects import walk
     from qpsam.project import open_project
+
+    if all_images:
+        if image is not None:
+            raise click.UsageError("give either --image or --all, not both")
+        _export_all(project, output, nested, precision, backend)
+        return
+    if output is not None and output.is_dir():
+        raise click.BadParameter(f"{output} is a folder; name a file, or use --all to write one file per image",
+                                 param_hint="-o")
 
     with open_project(project, "r", backend=backend) as proj:
         entry = _entry(proj, image)
@@ -96,6 +108,31 @@ def export(project: Path, image: str | None, output: Path | None, nested: bool, 
     else:
         geojson.write(output, objects, indent=2, precision=precision)
         click.echo(f"{output}: {len(list(walk(objects)))} object(s) from image {entry.id} ({entry.name})", err=True)
+
+
+def _export_all(project: Path, folder: Path | None, nested: bool, precision: int | None, backend: str) -> None:
+    from qpsam import geojson
+    from qpsam.objects import walk
+    from qpsam.project import open_project
+
+    with open_project(project, "r", backend=backend) as proj:
+        base = Path(proj.file).parent
+        folder = folder if folder is not None else base / "qpsam" / "geojson"
+        if folder.exists() and not folder.is_dir():
+            raise click.BadParameter(f"{folder} is a file; with --all, -o names a folder", param_hint="-o")
+        folder.mkdir(parents=True, exist_ok=True)
+        total = 0
+        for entry in proj.images:
+            objects = entry.objects if nested else [o.replace(children=()) for o in walk(entry.objects)]
+            path = folder / f"{entry.id}.geojson"
+            geojson.write(path, objects, indent=2, precision=precision)
+            n = len(list(walk(objects)))
+            total += n
+            click.echo(f"{path}: {n} object(s) from image {entry.id} ({entry.name})")
+    inside = folder.resolve().is_relative_to(base.resolve())
+    where = folder.resolve().relative_to(base.resolve()).as_posix() if inside else str(folder.resolve())
+    click.echo(f"{len(proj.images)} file(s), {total} object(s); import them in QuPath with the script of "
+               f"`qpsam script project-import --folder {where}`")
 
 
 @click.command("import")

@@ -70,8 +70,11 @@ def autocast(device: Any, dtype: Any) -> Iterator[None]:
                 yield
 
 
-def read_checkpoint(path: str | Path, model_type: str) -> dict[str, Any]:
-    """Read a checkpoint's state dict (``weights_only``), unwrapping ``{"model": ...}``-style containers."""
+def read_checkpoint(path: str | Path, model_type: str, mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint's state dict (``weights_only``), unwrapping ``{"model": ...}``-style containers.
+
+    ``mmap``: map the tensors instead of reading them (zip-format files; older files are read whole).
+    """
     torch = _torch()
     path = Path(path)
     if not path.is_file():
@@ -79,7 +82,7 @@ def read_checkpoint(path: str | Path, model_type: str) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise WeightsError(f"weights file {path} for {model_type} is empty")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = _load(torch, path, mmap)
     except Exception as exc:  # noqa: BLE001 - unpickling arbitrary bytes fails in many ways (IndexError, KeyError...)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(
@@ -96,6 +99,15 @@ def read_checkpoint(path: str | Path, model_type: str) -> dict[str, Any]:
         if all(k.startswith(prefix) for k in data):
             data = {k[len(prefix):]: v for k, v in data.items()}
     return data
+
+
+def _load(torch: Any, path: Path, mmap: bool) -> Any:
+    if mmap:
+        import zipfile
+
+        if zipfile.is_zipfile(path):  # torch maps only its zip format; legacy files are read whole
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_into(model: Any, state: dict[str, Any], path: str | Path, model_type: str) -> None:

@@ -44,9 +44,12 @@ def sam2_config(model_type: str, version: str = "2.0") -> str:
 
 
 def _import_sam2() -> Any:
+    from .quiet import quiet_imports
+
     try:
-        import sam2  # noqa: F401  (initialises Hydra's config module)
-        from sam2 import build_sam
+        with quiet_imports():
+            import sam2  # noqa: F401  (initialises Hydra's config module)
+            from sam2 import build_sam
     except ImportError as exc:
         raise ModelError(
             "SAM2 models need the sam2 package: SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2==1.1.0 "
@@ -79,9 +82,12 @@ def build_sam2_model(model_type: str, version: str = "2.0") -> Any:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from .quiet import quiet_imports
+
     cfg = compose(config_name=sam2_config(model_type, version), overrides=overrides)
     OmegaConf.resolve(cfg)
-    return instantiate(cfg.model, _recursive_=True)
+    with quiet_imports():  # its transforms use torch.jit.script, deprecated in recent torch
+        return instantiate(cfg.model, _recursive_=True)
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,10 @@ class Sam2Engine:
         self.model = model.to(self.device).eval()
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-        self.predictor = SAM2ImagePredictor(self.model)
+        from .quiet import quiet_imports
+
+        with quiet_imports():  # torch.jit.script deprecation, as in build_sam2_model
+            self.predictor = SAM2ImagePredictor(self.model)
         self.mask_threshold = float(self.predictor.mask_threshold)
         # an empty EmbeddingCache is falsy (it has a length): test identity, not truth
         if cache is None or cache is True:
@@ -247,6 +256,9 @@ class Sam2Engine:
         """sam2's own ``init_state`` with our in-memory frames in place of its JPEG folder reader."""
         import sam2.sam2_video_predictor as svp
 
+        from .quiet import silence_sam2_bars
+
+        silence_sam2_bars(svp)
         images = frames.images if offload else frames.images.to(self.device)
 
         def _in_memory(**_: Any) -> tuple[Any, int, int]:

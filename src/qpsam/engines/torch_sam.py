@@ -19,6 +19,7 @@ from ._torch import autocast, autocast_dtype, collect_torch_masks, load_into, pi
 from .automask import generate_masks
 from .base import AutomaskParams, Mask, OutputType, Prompt, check_prompts, prompt_batches, to_rgb8
 from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
+from .quiet import quiet_imports
 
 __all__ = ["TorchSamEngine", "build_sam1", "default_cache"]
 
@@ -57,12 +58,14 @@ def build_sam1(model_type: str) -> tuple[Any, type]:
     info = check_model_type(model_type)
     if info.family == "mobile_sam":
         try:
-            from mobile_sam import SamPredictor, sam_model_registry
+            with quiet_imports():
+                from mobile_sam import SamPredictor, sam_model_registry
         except ImportError as exc:
             raise ModelError("vit_t needs the mobile_sam package: pip install mobilesam-mirror timm") from exc
     elif info.family == "sam1":
         try:
-            from segment_anything import SamPredictor, sam_model_registry
+            with quiet_imports():
+                from segment_anything import SamPredictor, sam_model_registry
         except ImportError as exc:
             raise ModelError(f"{model_type} needs the segment_anything package: pip install segment-anything") from exc
     else:

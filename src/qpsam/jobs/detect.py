@@ -42,6 +42,10 @@ class DetectOptions:
     downsample: float | None = None
     permit_lines: bool = True
     seed: int | None = None
+    # SAM3 concept prompts (see qpsam.jobs.concept): a phrase, and/or the prompt rectangles as exemplar boxes
+    text: str | None = None
+    exemplars: bool = False
+    confidence: float = 0.4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", OutputType.parse(self.output))
@@ -52,6 +56,15 @@ class DetectOptions:
             raise JobError(f"--prompts must be 'all' or 'class:NAME', got {self.prompts!r}")
         if self.min_area < 0:
             raise JobError(f"min_area must be >= 0, got {self.min_area}")
+        if self.text is not None and not self.text.strip():
+            raise JobError("--text must not be empty")
+        if not 0.0 <= self.confidence <= 1.0:
+            raise JobError(f"--confidence must be in [0, 1], got {self.confidence}")
+
+    @property
+    def concept(self) -> bool:
+        """Whether this is a SAM3 concept run (a text phrase or exemplar boxes) rather than one mask per prompt."""
+        return self.text is not None or self.exemplars
 
     def as_dict(self) -> dict[str, object]:
         """The options as plain values (for reports, history and --resume keys)."""
@@ -60,6 +73,8 @@ class DetectOptions:
             "object_type": self.object_type.value, "path_class": self.path_class, "names": self.names,
             "random_colors": self.random_colors, "min_area": self.min_area, "simplify": self.simplify,
             "model_input": self.model_input, "downsample": self.downsample, "permit_lines": self.permit_lines,
+            # only in concept runs, so that the --resume keys of prompt runs stay as they were
+            **({"text": self.text, "exemplars": self.exemplars, "confidence": self.confidence} if self.concept else {}),
         }
 
 

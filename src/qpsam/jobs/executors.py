@@ -27,6 +27,11 @@ class EngineSpec:
     engine: str = "auto"  # auto | torch | onnx
     server: str | None = None
     token: str | None = None
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (local engines; auto: bf16/fp16 on CUDA, fp32 elsewhere)
+
+    def __post_init__(self) -> None:
+        if str(self.precision).lower() not in PRECISIONS:
+            raise JobError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def load(self) -> Any:
         """Build the engine (local or remote) this spec describes."""
@@ -36,8 +41,11 @@ class EngineSpec:
             return SamapiClient(self.server, token=self.token, model_type=self.model_type, weights=self.weights)
         from qpsam.engines import load_engine
 
-        return load_engine(self.model_type, weights=self.weights, device=self.device, engine=self.engine)
+        options = {} if self.precision == "auto" else {"precision": self.precision}
+        return load_engine(self.model_type, weights=self.weights, device=self.device, engine=self.engine, **options)
 
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 _ENGINES: dict[EngineSpec, Any] = {}
 _ENGINES_LOCK = threading.Lock()

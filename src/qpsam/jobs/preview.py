@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -14,7 +14,12 @@ from qpsam.fileio import atomic_write
 from qpsam.geometry import Region, to_region
 from qpsam.objects import PathObject
 
-__all__ = ["render_overlay", "write_preview"]
+__all__ = ["render_overlay", "render_inputs", "write_preview", "PROMPT_COLOR", "BACKGROUND_COLOR", "AREA_COLOR"]
+
+#: Foreground prompts (boxes, points, lines), background points (``Ignore*``) and the region annotation.
+PROMPT_COLOR = (255, 220, 0)
+BACKGROUND_COLOR = (0, 200, 255)
+AREA_COLOR = (255, 255, 255)
 
 
 def _color(obj: PathObject, index: int) -> tuple[int, int, int]:
@@ -56,12 +61,48 @@ def render_overlay(image: np.ndarray, region: Region, objects: Iterable[PathObje
     return out
 
 
-def write_preview(path: str | os.PathLike[str], image: np.ndarray, region: Region, objects: Iterable[PathObject]) -> Path:
-    """Write the overlay as a PNG (atomically) and return its path."""
+def _pixels(geometry: Any) -> np.ndarray:
+    return np.round(np.asarray(geometry.coords)).astype(np.int32)
+
+
+def render_inputs(image: np.ndarray, region: Region, foreground: Iterable[PathObject] = (),
+                  background: Iterable[PathObject] = (), areas: Iterable[Any] = ()) -> np.ndarray:
+    """An RGB uint8 picture of what a run was given: the region annotations (outlined in :data:`AREA_COLOR`), the
+    prompts (:data:`PROMPT_COLOR`: boxes, points as dots, lines) and the background points (:data:`BACKGROUND_COLOR`)."""
+    import cv2
+
+    out = to_rgb8(image).copy()
+    for area in areas:
+        for poly in getattr(to_region(area, region), "geoms", [to_region(area, region)]):
+            if poly.geom_type == "Polygon":
+                cv2.polylines(out, [_pixels(poly.exterior), *(_pixels(h) for h in poly.interiors)], True, AREA_COLOR, 1)
+    for objects, color in ((foreground, PROMPT_COLOR), (background, BACKGROUND_COLOR)):
+        for obj in objects:
+            geometry = to_region(obj.geometry, region)
+            for part in getattr(geometry, "geoms", [geometry]):
+                if part.geom_type == "Point":
+                    cv2.circle(out, (int(round(part.x)), int(round(part.y))), 3, color, -1)
+                elif part.geom_type == "LineString":
+                    cv2.polylines(out, [_pixels(part)], False, color, 1)
+                    for x, y in _pixels(part):
+                        cv2.circle(out, (int(x), int(y)), 2, color, -1)
+                elif part.geom_type == "Polygon":
+                    cv2.polylines(out, [_pixels(part.exterior)], True, color, 1)
+    return out
+
+
+def write_preview(path: str | os.PathLike[str], image: np.ndarray, region: Region, objects: Iterable[PathObject],
+                  foreground: Iterable[PathObject] = (), background: Iterable[PathObject] = (),
+                  areas: Iterable[Any] = ()) -> Path:
+    """Write a PNG (atomically) of what ran, :func:`render_inputs`, on the left, beside the results,
+    :func:`render_overlay`, on the right, with a 4-pixel grey gap; returns its path."""
     from PIL import Image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    inputs = render_inputs(image, region, foreground, background, areas)
+    results = render_overlay(image, region, objects)
+    gap = np.full((inputs.shape[0], 4, 3), 128, np.uint8)
     png = io.BytesIO()
-    Image.fromarray(render_overlay(image, region, objects)).save(png, format="PNG")
+    Image.fromarray(np.concatenate([inputs, gap, results], axis=1)).save(png, format="PNG")
     return atomic_write(path, png.getvalue())

@@ -32,6 +32,8 @@ class EntrySource:
     width: int
     height: int
     _entry: Any = field(default=None, repr=False, compare=False)
+    channels: tuple[Any, ...] | None = None  # ChannelChoice values (``--channels``): render only these
+    _displays: Any = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -47,7 +49,11 @@ class EntrySource:
         return self._entry
 
     def read_region(self, region: Region) -> np.ndarray:
-        return self._open().read_rgb(region)
+        if self.channels and self._displays is None:
+            from qpsam.jobs.channels import channel_displays
+
+            self._displays = channel_displays(self._open(), self.channels)
+        return self._open().read_rgb(region, self._displays)
 
 
 def select_entries(project: Any, images: Sequence[str] | None) -> list[Any]:
@@ -119,8 +125,10 @@ def _project_path(project: Any) -> str:
 
 
 @contextlib.contextmanager
-def project_targets(project: Any, images: Sequence[str] | None = None) -> Iterator[list[Target]]:
-    """Targets for the chosen entries of ``project`` (a path, opened ``r+`` for the run, or an open project)."""
+def project_targets(project: Any, images: Sequence[str] | None = None,
+                    channels: Sequence[Any] | None = None) -> Iterator[list[Target]]:
+    """Targets for the chosen entries of ``project`` (a path, opened ``r+`` for the run, or an open project);
+    ``channels`` (:class:`qpsam.jobs.channels.ChannelChoice` values) restricts what SAM sees of each image."""
     from qpsam import history
     from qpsam.project import open_project
 
@@ -155,7 +163,8 @@ def project_targets(project: Any, images: Sequence[str] | None = None) -> Iterat
                 key=str(entry.id),
                 name=entry.name,
                 objects=lambda: entry.objects,
-                source=lambda: EntrySource(path, entry.id, entry.name, entry.width, entry.height, entry),
+                source=lambda: EntrySource(path, entry.id, entry.name, entry.width, entry.height, entry,
+                                           tuple(channels) if channels else None),
                 commit=commit,
                 done_before=done_before,
             )

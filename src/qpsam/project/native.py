@@ -424,7 +424,7 @@ class NativeEntry:
             if path is None:
                 raise ImageReadError(
                     f"entry {self.id} ({self.name!r}): image not found at {uri}; move it back or update the "
-                    "project's image paths (Project.relocate)")
+                    "project's image paths with `qpsam relocate PROJECT --search FOLDER` (Python: Project.relocate)")
             try:
                 self._reader = tf.wrap(px.open_image(path, _builder_series(image_builder)), transforms)
             except ImageReadError as exc:

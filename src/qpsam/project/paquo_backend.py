@@ -424,7 +424,7 @@ class PaquoEntry:
         """Pixels (rows, cols, channels) read by QuPath's ImageServer."""
         if not self._entry.is_readable():
             raise ImageReadError(f"entry {self.id} ({self.name!r}): image not found at {self.uri}; move it back "
-                                 "or update the project's image paths (Project.relocate)")
+                                 "or update the project's image paths with `qpsam relocate PROJECT --search FOLDER` (Python: Project.relocate)")
         J = _java()
         server = self._entry._image_server
         request = J.RegionRequest.createInstance(server.getPath(), float(region.downsample), int(region.x),
