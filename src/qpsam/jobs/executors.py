@@ -3,13 +3,20 @@
 Work is split into units (a detection window, an automask tile) that need only an engine spec, a way to open the
 image, and plain values; each unit returns geometries and scores. Workers load a model once per process and keep
 it (:func:`engine_for`); only the driver writes the project.
+
+What travels to a worker is small: the :class:`EngineSpec` (model type, weights as a path, URL or name), the image
+as project path and entry id, and the window or tile. Never the model: each worker resolves the weights itself
+(a file on a filesystem it shares with the client, or a URL or catalog name downloaded once into its own cache)
+and builds the engine on its first unit; later units find it in :data:`_ENGINES`.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from qpsam.errors import JobError
@@ -37,6 +44,16 @@ class EngineSpec:
         from qpsam.engines import load_engine
 
         return load_engine(self.model_type, weights=self.weights, device=self.device, engine=self.engine)
+
+    def portable(self) -> EngineSpec:
+        """This spec as another process reads it: a weights file named relative to this process's working folder
+        (or to ``~``) becomes an absolute path. Names and URLs stay: each process resolves them in its own cache."""
+        if self.server or not self.weights or "://" in str(self.weights):
+            return self
+        path = Path(self.weights).expanduser()
+        if not path.is_file():
+            return self  # a registered or catalog name
+        return replace(self, weights=os.path.abspath(path))
 
 
 _ENGINES: dict[EngineSpec, Any] = {}
@@ -94,6 +111,8 @@ class DaskExecutor:
     def run(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> Iterator[tuple[int, Any]]:
         from dask.distributed import as_completed
 
+        # A worker started in another folder must find the same weights file as this process.
+        jobs = [tuple(a.portable() if isinstance(a, EngineSpec) else a for a in args) for args in jobs]
         futures: list[Future] = [self.client.submit(fn, *args, pure=False) for args in jobs]
         index = {f.key: i for i, f in enumerate(futures)}
         for future in as_completed(futures):
