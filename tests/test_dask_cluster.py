@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -267,3 +268,23 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_code_1(tmp_path, nuclei, 
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1
     assert (project / "data" / "1" / "data.qpdata").read_bytes() == before
     assert not history.read(project)
+
+
+def test_an_image_source_named_from_the_clients_folder_reads_the_same_in_a_workers_folder(
+        tmp_path, nuclei, monkeypatch) -> None:
+    from qpsam.geometry import Region
+    from qpsam.jobs.targets import EntrySource
+
+    make_project(tmp_path / "client", nuclei, n_prompts=1)
+    with open_project(tmp_path / "client" / "project", "r", backend="native") as project:
+        entry = project.images[1]
+        name, entry_id = entry.name, entry.id
+    monkeypatch.chdir(tmp_path / "client")
+    source = EntrySource("project", entry_id, name, SIDE, SIDE)  # as `qpsam detect project` names it
+    region = Region(10, 20, 64, 48)
+    here = source.read_region(region)
+    travelled = pickle.dumps(EntrySource("project", entry_id, name, SIDE, SIDE))
+    (tmp_path / "worker").mkdir()
+    monkeypatch.chdir(tmp_path / "worker")  # a worker started somewhere else
+    assert np.array_equal(pickle.loads(travelled).read_region(region), here)
+    assert here.shape == (48, 64, 3) and here.std() > 0  # real pixels, not an empty frame
