@@ -288,3 +288,16 @@ def test_an_image_source_named_from_the_clients_folder_reads_the_same_in_a_worke
     monkeypatch.chdir(tmp_path / "worker")  # a worker started somewhere else
     assert np.array_equal(pickle.loads(travelled).read_region(region), here)
     assert here.shape == (48, 64, 3) and here.std() > 0  # real pixels, not an empty frame
+
+
+@pytest.mark.parametrize("value", ["dask://", "dask://127.0.0.1", "dask://:8786", "dask://127.0.0.1:port",
+                                   "dask://127.0.0.1:70000", "tcp://127.0.0.1:8786", "dask"])
+def test_a_malformed_executor_is_one_line_naming_the_option(tmp_path, nuclei, capsys, value) -> None:
+    project = make_project(tmp_path, nuclei, n_prompts=1)
+    before = (project / "data" / "1" / "data.qpdata").read_bytes()
+    started = time.monotonic()
+    assert main(["detect", str(project), "--executor", value, "--engine", "torch"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--executor" in err and repr(value) in err, err
+    assert time.monotonic() - started < 5  # refused before any connection attempt
+    assert (project / "data" / "1" / "data.qpdata").read_bytes() == before

@@ -126,6 +126,17 @@ class DaskExecutor:
             self.client.close()
 
 
+def _scheduler_address(spec: str) -> str:
+    # Checked here: Dask's own errors for these name neither the option nor the value, or wait 10 s to time out.
+    wrong = f"--executor must be 'local' or 'dask://HOST:PORT', got {spec!r}"
+    if not spec.startswith("dask://"):
+        raise JobError(wrong)
+    host, sep, port = spec[len("dask://"):].rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise JobError(wrong)
+    return f"tcp://{host}:{port}"
+
+
 def make_executor(spec: str | Any | None) -> LocalExecutor | DaskExecutor:
     """``None``/``"local"`` -> local; ``"dask://HOST:PORT"`` -> Dask; a ``dask.distributed.Client`` -> Dask."""
     if spec is None or spec == "local":
@@ -133,9 +144,7 @@ def make_executor(spec: str | Any | None) -> LocalExecutor | DaskExecutor:
     if isinstance(spec, (LocalExecutor, DaskExecutor)):
         return spec
     if isinstance(spec, str):
-        if spec.startswith("dask://"):
-            return DaskExecutor(address="tcp://" + spec[len("dask://"):])
-        raise JobError(f"--executor must be 'local' or 'dask://HOST:PORT', got {spec!r}")
+        return DaskExecutor(address=_scheduler_address(spec))
     return DaskExecutor(client=spec)
 
 
