@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,3 +303,45 @@ def test_a_malformed_executor_is_one_line_naming_the_option(tmp_path, nuclei, ca
     assert len(err.splitlines()) == 1 and "--executor" in err and repr(value) in err, err
     assert time.monotonic() - started < 5  # refused before any connection attempt
     assert (project / "data" / "1" / "data.qpdata").read_bytes() == before
+
+
+def test_threads_of_a_worker_sharing_its_model_never_predict_on_each_others_image(mobile_sam, nuclei,
+                                                                                  monkeypatch) -> None:
+    """A worker started with ``--nthreads 2`` runs two units at once on its one model. Here the other unit sets
+    its image at the worst moment: right after this unit's ``set_image``, before its ``predict``."""
+    from qpsam.engines.base import OutputType
+    from qpsam.geometry import Region
+    from qpsam.jobs.detect import detect_window
+    from qpsam.jobs.sources import ArraySource
+    from qpsam.prompts import PromptSet, prompts_from_objects
+
+    image, labels = nuclei
+    region = Region(0, 0, SIDE, SIDE)
+    mine, other = ArraySource(image[:SIDE, :SIDE], "mine"), ArraySource(image[-SIDE:, -SIDE:], "other")
+    crop_labels = labels[:SIDE, :SIDE]
+    boxes = []
+    for v in np.unique(crop_labels)[1:4]:
+        ys, xs = np.nonzero(crop_labels == v)
+        boxes.append(PathObject(box(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)))
+    prompts = prompts_from_objects(PromptSet(tuple(boxes), ()), region)
+    expected = detect_window(mobile_sam, mine, region, prompts, OutputType.SINGLE)
+    detect_window(mobile_sam, other, region, prompts, OutputType.SINGLE)  # cached: the other unit is quick
+
+    real_set_image = mobile_sam.set_image
+    others: list[threading.Thread] = []
+
+    def set_image_then_the_other_unit(pixels) -> None:
+        real_set_image(pixels)
+        if not others:
+            others.append(threading.Thread(target=real_set_image, args=(other.read_region(region),)))
+            others[0].start()
+            others[0].join(timeout=2)  # done by then, unless it must wait for this unit
+
+    monkeypatch.setattr(mobile_sam, "set_image", set_image_then_the_other_unit)
+    got = detect_window(mobile_sam, mine, region, prompts, OutputType.SINGLE)
+    others[0].join(timeout=60)
+    assert [k for k, _ in got] == [k for k, _ in expected]
+    for (_, got_shapes), (_, want_shapes) in zip(got, expected):
+        assert len(got_shapes) == len(want_shapes) == 1
+        assert iou(got_shapes[0][0], want_shapes[0][0]) > 0.999
+        assert got_shapes[0][1] == pytest.approx(want_shapes[0][1], abs=1e-5)

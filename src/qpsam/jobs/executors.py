@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from qpsam.errors import JobError
 
-__all__ = ["EngineSpec", "engine_for", "Executor", "LocalExecutor", "DaskExecutor", "make_executor"]
+__all__ = ["EngineSpec", "engine_for", "engine_lock", "Executor", "LocalExecutor", "DaskExecutor", "make_executor"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,19 @@ def engine_for(spec: EngineSpec) -> Any:
         if spec not in _ENGINES:
             _ENGINES[spec] = spec.load()
         return _ENGINES[spec]
+
+
+_OWN_LOCKS: dict[int, threading.RLock] = {}
+
+
+def engine_lock(engine: Any) -> Any:
+    """The lock to hold from ``set_image`` to the last ``predict`` on ``engine``: the threads of one Dask worker
+    share its one model. The engine's own re-entrant ``lock`` where it has one, else one kept here for it."""
+    own = getattr(engine, "lock", None)
+    if own is not None:
+        return own
+    with _ENGINES_LOCK:
+        return _OWN_LOCKS.setdefault(id(engine), threading.RLock())
 
 
 class Executor(Protocol):
