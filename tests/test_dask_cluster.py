@@ -246,8 +246,9 @@ def test_detect_on_a_dask_cluster_equals_the_local_run_and_survives_a_killed_wor
     assert sorted(got) == sorted(want) == [f"crop{i}.tif" for i in range(4)]
     for name in want:
         assert len(got[name]) == len(want[name]) == 3, name  # results in, prompts out, nothing twice
-        for w in want[name]:
-            g = max(got[name], key=lambda o: iou(o.geometry, w.geometry))
+        matched = [max(got[name], key=lambda o: iou(o.geometry, w.geometry)) for w in want[name]]
+        assert len({g.id for g in matched}) == len(matched), name  # one to one
+        for w, g in zip(want[name], matched):
             assert iou(g.geometry, w.geometry) > 0.98, name
             assert (g.object_type, g.path_class, g.name, g.color, g.plane, g.locked) == \
                 (w.object_type, w.path_class, w.name, w.color, w.plane, w.locked)
