@@ -346,3 +346,16 @@ def test_threads_of_a_worker_sharing_its_model_never_predict_on_each_others_imag
         assert len(got_shapes) == len(want_shapes) == 1
         assert iou(got_shapes[0][0], want_shapes[0][0]) > 0.999
         assert got_shapes[0][1] == pytest.approx(want_shapes[0][1], abs=1e-5)
+
+
+def test_the_executors_client_does_not_become_the_processs_default_dask_client() -> None:
+    from qpsam.jobs.executors import make_executor
+
+    with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1",
+                                  dashboard_address=None) as free:
+        executor = make_executor(f"dask://{free.scheduler.address[len('tcp://'):]}")
+        try:
+            with pytest.raises(ValueError, match="No clients found"):
+                distributed.default_client()  # a user's own dask code keeps its scheduler
+        finally:
+            executor.close()

@@ -116,7 +116,8 @@ class DaskExecutor:
             if not self.address:
                 raise JobError("the Dask executor needs a scheduler address (dask://HOST:PORT) or a client")
             try:
-                self.client = Client(self.address, timeout="10s")
+                # not the default client: a user's own Dask code in this process keeps its scheduler
+                self.client = Client(self.address, timeout="10s", set_as_default=False)
             except OSError as exc:
                 raise JobError(f"cannot reach the Dask scheduler at {self.address}: {exc}") from exc
             self._own = True
