@@ -129,7 +129,7 @@ class DaskExecutor:
         jobs = [tuple(a.portable() if isinstance(a, EngineSpec) else a for a in args) for args in jobs]
         futures: list[Future] = [self.client.submit(fn, *args, pure=False) for args in jobs]
         index = {f.key: i for i, f in enumerate(futures)}
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=self.client.loop):  # our client need not be the default one
             try:
                 yield index[future.key], future.result()
             except Exception as exc:  # noqa: BLE001
