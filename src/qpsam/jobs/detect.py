@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Sequence
 from qpsam.engines.base import Engine, OutputType, Prompt
 from qpsam.errors import JobError
 from qpsam.geometry import Region, mask_to_geometry
-from qpsam.jobs.executors import EngineSpec, Executor, LocalExecutor, engine_for
+from qpsam.jobs.executors import EngineSpec, Executor, LocalExecutor, engine_for, engine_lock
 from qpsam.jobs.sources import ImageSource
 from qpsam.jobs.windows import Window, plan_windows
 from qpsam.objects import ObjectType, PathClass, PathObject, walk
@@ -117,8 +117,10 @@ def detect_window(engine: "Engine | EngineSpec", source: ImageSource, region: Re
     Runs in any process: given an :class:`EngineSpec`, the process's own engine is used (loaded once).
     """
     model = engine_for(engine) if isinstance(engine, EngineSpec) else engine
-    model.set_image(source.read_region(region))
-    results = model.predict(prompts, output)
+    pixels = source.read_region(region)  # outside the lock: reading overlaps another thread's inference
+    with engine_lock(model):  # no other unit may set its image between this set_image and predict
+        model.set_image(pixels)
+        results = model.predict(prompts, output)
     found: Found = []
     for prompt, masks in zip(prompts, results):
         shapes = []

@@ -3,18 +3,25 @@
 Work is split into units (a detection window, an automask tile) that need only an engine spec, a way to open the
 image, and plain values; each unit returns geometries and scores. Workers load a model once per process and keep
 it (:func:`engine_for`); only the driver writes the project.
+
+What travels to a worker is small: the :class:`EngineSpec` (model type, weights as a path, URL or name), the image
+as project path and entry id, and the window or tile. Never the model: each worker resolves the weights itself
+(a file on a filesystem it shares with the client, or a URL or catalog name downloaded once into its own cache)
+and builds the engine on its first unit; later units find it in :data:`_ENGINES`.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from qpsam.errors import JobError
 
-__all__ = ["EngineSpec", "engine_for", "Executor", "LocalExecutor", "DaskExecutor", "make_executor"]
+__all__ = ["EngineSpec", "engine_for", "engine_lock", "Executor", "LocalExecutor", "DaskExecutor", "make_executor"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,16 @@ class EngineSpec:
         options = {} if self.precision == "auto" else {"precision": self.precision}
         return load_engine(self.model_type, weights=self.weights, device=self.device, engine=self.engine, **options)
 
+    def portable(self) -> EngineSpec:
+        """This spec as another process reads it: a weights file named relative to this process's working folder
+        (or to ``~``) becomes an absolute path. Names and URLs stay: each process resolves them in its own cache."""
+        if self.server or not self.weights or "://" in str(self.weights):
+            return self
+        path = Path(self.weights).expanduser()
+        if not path.is_file():
+            return self  # a registered or catalog name
+        return replace(self, weights=os.path.abspath(path))
+
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -57,6 +74,19 @@ def engine_for(spec: EngineSpec) -> Any:
         if spec not in _ENGINES:
             _ENGINES[spec] = spec.load()
         return _ENGINES[spec]
+
+
+_OWN_LOCKS: dict[int, threading.RLock] = {}
+
+
+def engine_lock(engine: Any) -> Any:
+    """The lock to hold from ``set_image`` to the last ``predict`` on ``engine``: the threads of one Dask worker
+    share its one model. The engine's own re-entrant ``lock`` where it has one, else one kept here for it."""
+    own = getattr(engine, "lock", None)
+    if own is not None:
+        return own
+    with _ENGINES_LOCK:
+        return _OWN_LOCKS.setdefault(id(engine), threading.RLock())
 
 
 class Executor(Protocol):
@@ -94,7 +124,8 @@ class DaskExecutor:
             if not self.address:
                 raise JobError("the Dask executor needs a scheduler address (dask://HOST:PORT) or a client")
             try:
-                self.client = Client(self.address, timeout="10s")
+                # not the default client: a user's own Dask code in this process keeps its scheduler
+                self.client = Client(self.address, timeout="10s", set_as_default=False)
             except OSError as exc:
                 raise JobError(f"cannot reach the Dask scheduler at {self.address}: {exc}") from exc
             self._own = True
@@ -102,9 +133,11 @@ class DaskExecutor:
     def run(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> Iterator[tuple[int, Any]]:
         from dask.distributed import as_completed
 
+        # A worker started in another folder must find the same weights file as this process.
+        jobs = [tuple(a.portable() if isinstance(a, EngineSpec) else a for a in args) for args in jobs]
         futures: list[Future] = [self.client.submit(fn, *args, pure=False) for args in jobs]
         index = {f.key: i for i, f in enumerate(futures)}
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=self.client.loop):  # our client need not be the default one
             try:
                 yield index[future.key], future.result()
             except Exception as exc:  # noqa: BLE001
@@ -115,6 +148,17 @@ class DaskExecutor:
             self.client.close()
 
 
+def _scheduler_address(spec: str) -> str:
+    # Checked here: Dask's own errors for these name neither the option nor the value, or wait 10 s to time out.
+    wrong = f"--executor must be 'local' or 'dask://HOST:PORT', got {spec!r}"
+    if not spec.startswith("dask://"):
+        raise JobError(wrong)
+    host, sep, port = spec[len("dask://"):].rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise JobError(wrong)
+    return f"tcp://{host}:{port}"
+
+
 def make_executor(spec: str | Any | None) -> LocalExecutor | DaskExecutor:
     """``None``/``"local"`` -> local; ``"dask://HOST:PORT"`` -> Dask; a ``dask.distributed.Client`` -> Dask."""
     if spec is None or spec == "local":
@@ -122,9 +166,7 @@ def make_executor(spec: str | Any | None) -> LocalExecutor | DaskExecutor:
     if isinstance(spec, (LocalExecutor, DaskExecutor)):
         return spec
     if isinstance(spec, str):
-        if spec.startswith("dask://"):
-            return DaskExecutor(address="tcp://" + spec[len("dask://"):])
-        raise JobError(f"--executor must be 'local' or 'dask://HOST:PORT', got {spec!r}")
+        return DaskExecutor(address=_scheduler_address(spec))
     return DaskExecutor(client=spec)
 
 

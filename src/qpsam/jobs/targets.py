@@ -38,6 +38,8 @@ class EntrySource:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_entry"] = None
+        # The process that unpickles this (a Dask worker) may run in another folder than the one that named it.
+        state["project_path"] = os.path.abspath(self.project_path)
         return state
 
     def _open(self) -> Any:
