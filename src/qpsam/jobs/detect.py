@@ -42,6 +42,8 @@ class DetectOptions:
     downsample: float | None = None
     permit_lines: bool = True
     seed: int | None = None
+    backend: str = "auto"  # how the project is opened: native, paquo (QuPath) or auto
+    keep_version: bool | None = None  # paquo: keep a project's QuPath version (see open_project)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", OutputType.parse(self.output))
@@ -52,6 +54,8 @@ class DetectOptions:
             raise JobError(f"--prompts must be 'all' or 'class:NAME', got {self.prompts!r}")
         if self.min_area < 0:
             raise JobError(f"min_area must be >= 0, got {self.min_area}")
+        if self.backend not in ("auto", "native", "paquo"):
+            raise JobError(f"backend must be 'auto', 'native' or 'paquo', got {self.backend!r}")
 
     def as_dict(self) -> dict[str, object]:
         """The options as plain values (for reports, history and --resume keys)."""

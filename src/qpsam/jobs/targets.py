@@ -31,6 +31,7 @@ class EntrySource:
     width: int
     height: int
     _entry: Any = field(default=None, repr=False, compare=False)
+    backend: str = "auto"
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -41,7 +42,7 @@ class EntrySource:
         if self._entry is None:
             from qpsam.project import open_project
 
-            project = open_project(self.project_path, "r", backend="native")
+            project = open_project(self.project_path, "r", backend=self.backend)
             self._entry = project.entry(self.entry_id)
         return self._entry
 
@@ -123,13 +124,16 @@ def _project_path(project: Any) -> str:
 
 
 @contextlib.contextmanager
-def project_targets(project: Any, images: Sequence[str] | None = None) -> Iterator[list[Target]]:
-    """Targets for the chosen entries of ``project`` (a path, opened ``r+`` for the run, or an open project)."""
+def project_targets(project: Any, images: Sequence[str] | None = None, *, backend: str = "auto",
+                    keep_version: bool | None = None) -> Iterator[list[Target]]:
+    """Targets for the chosen entries of ``project`` (a path, opened ``r+`` for the run with ``backend``, or an
+    open project); ``keep_version`` as in :func:`qpsam.project.open_project`."""
     from qpsam import history
     from qpsam.project import open_project
 
     own = isinstance(project, (str, os.PathLike))
-    opened = open_project(project, "r+") if own else project
+    opened = open_project(project, "r+", backend=backend, keep_version=keep_version) if own else project
+    backend = getattr(opened, "backend", backend)
     try:
         path = str(project) if own else _project_path(opened)
         folder = Path(path) if Path(path).is_dir() else Path(path).parent
@@ -159,7 +163,7 @@ def project_targets(project: Any, images: Sequence[str] | None = None) -> Iterat
                 key=str(entry.id),
                 name=entry.name,
                 objects=lambda: entry.objects,
-                source=lambda: EntrySource(path, entry.id, entry.name, entry.width, entry.height, entry),
+                source=lambda: EntrySource(path, entry.id, entry.name, entry.width, entry.height, entry, backend),
                 commit=commit,
                 done_before=done_before,
             )
