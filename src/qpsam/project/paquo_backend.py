@@ -256,13 +256,20 @@ def _roi(J: Any, geometry: Any, plane: ImagePlane, ellipse: bool) -> Any:
     return J.GeometryTools.geometryToROI(jts, jplane)
 
 
+def _path_class(J: Any, path_class: PathClass | None) -> Any:
+    """QuPath's class of that name, with that colour. QuPath keeps one PathClass per name in its JVM
+    (``Stroma`` comes with its own colour): the colour is set on it, as QuPath does when a class is edited."""
+    if path_class is None:
+        return None
+    pc = J.PathClass.fromString(path_class.name)
+    if path_class.color is not None and _rgb(pc.getColor()) != tuple(path_class.color):
+        pc.setColor(J.Integer(_packed(path_class.color)))
+    return pc
+
+
 def _to_java(J: Any, obj: PathObject) -> Any:
     roi = _roi(J, obj.geometry, obj.plane, obj.ellipse)
-    pc = None
-    if obj.path_class is not None:
-        color = None if obj.path_class.color is None else J.Integer(_packed(obj.path_class.color))
-        pc = J.PathClass.fromString(obj.path_class.name, color) if color is not None else \
-            J.PathClass.fromString(obj.path_class.name)
+    pc = _path_class(J, obj.path_class)
     # Doubles: QuPath gives detections float lists by default, which would round qpsam's values.
     ml = J.MeasurementListFactory.createMeasurementList(len(obj.measurements), J.DOUBLE)
     if obj.object_type is ObjectType.ANNOTATION:
@@ -321,11 +328,7 @@ def _reuse(J: Any, java: Any, old: PathObject, new: PathObject) -> bool:
             return False
         java.setROI(_roi(J, new.geometry, new.plane, new.ellipse))
     if old.path_class != new.path_class:
-        pc = None
-        if new.path_class is not None:
-            pc = J.PathClass.fromString(new.path_class.name, J.Integer(_packed(new.path_class.color))) \
-                if new.path_class.color is not None else J.PathClass.fromString(new.path_class.name)
-        java.setPathClass(pc)
+        java.setPathClass(_path_class(J, new.path_class))
     if old.name != new.name:
         java.setName(new.name)
     if old.color != new.color:
@@ -924,6 +927,7 @@ class PaquoProject:
         self.qupath_text = qupath_version()
         self.qupath = pj._version(self.qupath_text)
         self._before = pj.read_json(self.file, "project file") if exists else None
+        self._classes_before = self._read_classes()
         self._keep: str | None = None
         if mode != "r" and exists:
             old = str(self._before.get("version", "")) if isinstance(self._before, dict) else ""
@@ -1061,10 +1065,12 @@ class PaquoProject:
             uri = entry.uri
             if uri is None:
                 continue
+            # QuPath's ImageJ entries write file:///path, its other servers file:/path: both are matched.
+            plain = "file:/" + uri[len("file:///"):] if uri.startswith("file:///") else uri
             if callable(mapping):
                 new = mapping(uri)
             else:
-                new = next((n + uri[len(o):] for o, n in mapping.items() if uri.startswith(o)), None)
+                new = next((n + plain[len(o):] for o, n in mapping.items() if plain.startswith(o)), None)
             if new and new != uri:
                 uri2uri[uri] = new
         if uri2uri:
@@ -1130,8 +1136,41 @@ class PaquoProject:
             raise ProjectError(f"{self.file}: QuPath could not write the project file ({_java_message(exc)})") \
                 from None
         self._restore_unknown_fields()
+        self._restore_unknown_class_fields()
         self._put_version_back()
         self._twin = None
+
+    @property
+    def _classes_file(self) -> Path:
+        return self.path / "classifiers" / "classes.json"
+
+    def _read_classes(self) -> dict[str, Any] | None:
+        try:
+            data = pj.read_json(self._classes_file, "class list") if self._classes_file.is_file() else None
+        except ProjectError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _restore_unknown_class_fields(self) -> None:
+        """Put back the ``classes.json`` fields QuPath dropped when it rewrote the class list."""
+        before, after = self._classes_before, self._read_classes()
+        if before is None or after is None:
+            self._classes_before = after
+            return
+        changed = False
+        for key, value in before.items():
+            if key not in after:
+                after[key] = value
+                changed = True
+        old = {c.get("name"): c for c in before.get("pathClasses", []) if isinstance(c, dict)}
+        for item in after.get("pathClasses", []):
+            for key, value in old.get(item.get("name"), {}).items() if isinstance(item, dict) else ():
+                if key not in item:
+                    item[key] = value
+                    changed = True
+        if changed:
+            pj.write_json(self._classes_file, after)
+        self._classes_before = after
 
     def _put_version_back(self) -> None:
         if self._keep is None or not self.file.exists():
