@@ -175,7 +175,8 @@ def _polygons(n: int, seed: int = 0) -> list[PathObject]:
             if i % 2:
                 pts = np.round(pts * 4) / 4  # quarter pixels: exact in QuPath's float polygons
             polygon = Polygon(pts)
-        cls = [None, PathClass("Tumor", (200, 0, 0)), PathClass("Stroma", (0, 150, 0))][i % 3]
+        # Not a class QuPath predefines with another colour: QuPath keeps one colour per class name and JVM.
+        cls = [None, PathClass("Tumor", (200, 0, 0)), PathClass("Fibrous", (0, 150, 0))][i % 3]
         out.append(PathObject(polygon, path_class=cls, name=f"poly {i}",
                               measurements={"score": float(rng.uniform())}))
     return out
@@ -289,12 +290,15 @@ def test_new_project_from_imagej_tiff(backend: str, tmp_path: Path, qupath_check
     with open_project(tmp_path / "proj", "x", backend=backend) as project:
         entry = project.add_image(image, image_type="FLUORESCENCE")
         assert entry.id == 1 and entry.name == "stack.tif"
-        entry.add_objects([PathObject(Polygon([(10, 10), (50, 10), (30, 40)]), name="tri")])
+        entry.add_objects([PathObject(Polygon([(10, 10), (50, 10), (30, 40)]), name="tri"),
+                           PathObject(Polygon([(60, 10), (90, 10), (70, 40)]), ObjectType.DETECTION,
+                                      measurements={"m": 1.5})])
     with open_project(tmp_path / "proj", "r", backend=backend) as project:
         entry = project.images[0]
         assert (entry.width, entry.height, entry.n_channels, entry.size_z) == (300, 200, 3, 1)
         assert entry.image_type == "FLUORESCENCE"
-        assert [o.name for o in entry.objects] == ["tri"]
+        assert [o.name for o in entry.objects] == ["tri", None]
+        assert entry.objects[1].measurements == {"m": 1.5}
         np.testing.assert_array_equal(entry.read_region(Region(10, 20, 30, 40)),
                                       np.moveaxis(data[:, 20:60, 10:40], 0, -1))
         np.testing.assert_array_equal(entry.read_region(Region(0, 0, 300, 200), channels=[2])[..., 0], data[2])

@@ -271,7 +271,8 @@ def _to_java(J: Any, obj: PathObject) -> Any:
     roi = _roi(J, obj.geometry, obj.plane, obj.ellipse)
     pc = _path_class(J, obj.path_class)
     # Doubles: QuPath gives detections float lists by default, which would round qpsam's values.
-    ml = J.MeasurementListFactory.createMeasurementList(len(obj.measurements), J.DOUBLE)
+    ml = J.MeasurementListFactory.createMeasurementList(len(obj.measurements), J.DOUBLE) \
+        if obj.measurements else None
     if obj.object_type is ObjectType.ANNOTATION:
         java = J.PathObjects.createAnnotationObject(roi, pc, ml)
     elif obj.object_type is ObjectType.DETECTION:
@@ -758,8 +759,8 @@ class PaquoEntry:
             data.properties.clear()
             data.properties.update(self._properties)
         meta = self._meta()
-        colors = {pc.name: pc.color for pc in self._project.path_classes if pc.color is not None}
-        write_qpdata(path, data, class_colors=colors, summary={
+        # Objects keep their own class colours (QuPath's project list has defaults, e.g. Stroma's).
+        write_qpdata(path, data, summary={
             "width": meta.get("width", 0), "height": meta.get("height", 0),
             "sizeC": len(meta.get("channels", [])) or 1, "sizeZ": meta.get("sizeZ", 1),
             "sizeT": meta.get("sizeT", 1)})

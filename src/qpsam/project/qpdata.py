@@ -289,6 +289,10 @@ def java_to_python(value: Any) -> Any:
         return [java_to_python(v) for v in _list_items(value)]
     if name in ("java.util.HashMap", "java.util.LinkedHashMap", "java.util.TreeMap", "java.util.Hashtable"):
         return {java_to_python(k): java_to_python(v) for k, v in _map_items(value)}
+    if name in ("java.util.Collections$UnmodifiableList", "java.util.Collections$UnmodifiableRandomAccessList",
+                "java.util.Collections$UnmodifiableCollection"):
+        # QuPath 0.5.1 writes a measurement list's names so.
+        return java_to_python(value.get("c"))
     if name == "java.util.Collections$SingletonMap":
         return {java_to_python(value.get("k")): java_to_python(value.get("v"))}
     if name == "java.util.CollSer":
