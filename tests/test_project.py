@@ -27,7 +27,7 @@ from qpsam import geojson
 from qpsam.errors import ImageReadError, ProjectError
 from qpsam.geometry import Region
 from qpsam.objects import ObjectType, PathClass, PathObject
-from qpsam.project import open_project, paquo_backend
+from qpsam.project import open_project
 
 
 @pytest.fixture(params=["native", pytest.param("paquo", marks=pytest.mark.paquo)])

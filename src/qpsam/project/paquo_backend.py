@@ -285,7 +285,7 @@ def _to_java(J: Any, obj: PathObject) -> Any:
     else:
         raise ProjectError(f"object {obj.id}: the paquo backend cannot create {obj.object_type.value} objects")
     # QuPath spells it setID in 0.5.1 to 0.7.0 (paquo calls setId, which none of them has).
-    set_id = getattr(java, "setID", None) or getattr(java, "setId")
+    set_id = getattr(java, "setID", None) or java.setId
     set_id(J.UUID.fromString(str(obj.id)))
     if obj.name is not None:
         java.setName(obj.name)
@@ -833,8 +833,10 @@ class PaquoEntry:
             image = server.readRegion(request)
             raster = image.getRaster()
             w, h, bands = int(raster.getWidth()), int(raster.getHeight()), int(raster.getNumBands())
-            out = np.stack([np.asarray(raster.getSamples(0, 0, w, h, b, None), dtype=np.float64).reshape(h, w)
-                            for b in range(bands)], axis=-1)
+            from jpype import JArray, JDouble
+
+            samples = raster.getPixels(0, 0, w, h, JArray(JDouble)(w * h * bands))
+            out = np.asarray(samples, dtype=np.float64).reshape(h, w, bands)
         except Exception as exc:  # noqa: BLE001 - Java exceptions
             raise ImageReadError(f"entry {self.id} ({self.name!r}): QuPath cannot read region {region} "
                                  f"({_java_message(exc)})") from None
