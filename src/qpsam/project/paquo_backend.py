@@ -759,11 +759,14 @@ class PaquoEntry:
             data.properties.clear()
             data.properties.update(self._properties)
         meta = self._meta()
+        mode = path.stat().st_mode & 0o7777 if path.exists() else None
         # Objects keep their own class colours (QuPath's project list has defaults, e.g. Stroma's).
         write_qpdata(path, data, summary={
             "width": meta.get("width", 0), "height": meta.get("height", 0),
             "sizeC": len(meta.get("channels", [])) or 1, "sizeZ": meta.get("sizeZ", 1),
             "sizeT": meta.get("sizeT", 1)})
+        if mode is not None:
+            os.chmod(path, mode)
 
     def _check_saved(self, objects: list[PathObject]) -> None:
         """QuPath's own reader must find exactly the saved objects in the file."""
