@@ -314,3 +314,23 @@ def test_detect_with_the_paquo_backend_equals_native(qupath: str, tmp_path: Path
     with open_project(project, "r", backend="paquo") as opened:
         assert len(opened.images[0].objects) > 3
     qupath_check(project)
+
+
+def test_remove_image_and_rename(qupath: str, tmp_path: Path, qupath_check: Any) -> None:
+    image = tmp_path / "stack.tif"
+    make_imagej_tiff(image, (2, 64, 64))
+    with open_project(tmp_path / "proj", "x", backend="paquo") as project:
+        first = project.add_image(image)
+        second = project.add_image(image, name="again", allow_duplicates=True)
+        with pytest.raises(ProjectError, match="already in the project"):
+            project.add_image(image)
+        second.add_objects([PathObject(box(1, 1, 9, 9))])
+        first.add_objects([PathObject(box(2, 2, 9, 9))])
+    with open_project(tmp_path / "proj", "r+", backend="paquo") as project:
+        assert [e.name for e in project.images] == ["stack.tif", "again"]
+        project.remove_image(project.entry("stack.tif"))
+        project.entry("again").description = "kept"
+    with open_project(tmp_path / "proj", "r", backend="native") as project:
+        assert [(e.id, e.name, e.description) for e in project.images] == [(2, "again", "kept")]
+    assert not (tmp_path / "proj" / "data" / "1").exists()
+    assert qupath_check(tmp_path / "proj") == {2: 1}
