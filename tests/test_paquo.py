@@ -334,3 +334,23 @@ def test_remove_image_and_rename(qupath: str, tmp_path: Path, qupath_check: Any)
         assert [(e.id, e.name, e.description) for e in project.images] == [(2, "again", "kept")]
     assert not (tmp_path / "proj" / "data" / "1").exists()
     assert qupath_check(tmp_path / "proj") == {2: 1}
+
+
+def test_auto_adds_images_qupath_cannot_open_here_as_qupath_describes_them(qupath: str, tmp_path: Path,
+                                                                          qupath_check: Any) -> None:
+    image = tmp_path / "pyramid.ome.tif"
+    data = make_ome_pyramid(image, (2, 256, 256), 2)
+    with open_project(tmp_path / "proj", "x", backend="auto") as project:
+        entry = project.add_image(image)
+        entry.add_objects([PathObject(box(4, 4, 40, 40), name="in")])
+    saved = json.loads((tmp_path / "proj" / "project.qpproj").read_text())
+    assert saved["images"][0]["serverBuilder"]["providerClassName"].endswith("BioFormatsServerBuilder")
+    with open_project(tmp_path / "proj", "r", backend="auto") as project:
+        entry = project.images[0]
+        assert (entry.width, entry.n_channels, entry.image_type) == (256, 2, "FLUORESCENCE")
+        np.testing.assert_array_equal(entry.read_region(Region(0, 0, 16, 8))[..., 1], data[1, :8, :16])
+        assert [o.name for o in entry.objects] == ["in"]
+    qupath_check(tmp_path / "proj")
+    with pytest.raises(ProjectError, match="pyramid.ome.tif: QuPath cannot add"):
+        with open_project(tmp_path / "other", "x", backend="paquo") as project:
+            project.add_image(image)

@@ -56,7 +56,8 @@ def open_project(path: str | os.PathLike[str], mode: str = "r", backend: Backend
         if paquo_backend.available():
             if backend == "auto" and keep_version is None:
                 keep_version = True  # qpsam chose QuPath: do not change the project's version behind the user
-            return paquo_backend.PaquoProject(path, mode, keep_version=keep_version, **kwargs)
+            return paquo_backend.PaquoProject(path, mode, keep_version=keep_version, auto=backend == "auto",
+                                              **kwargs)
         if backend == "paquo":
             raise ProjectError(f"backend 'paquo' is not available: {paquo_backend.unavailable_reason()}")
     return NativeProject(path, mode, **kwargs)

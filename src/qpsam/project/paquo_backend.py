@@ -911,12 +911,13 @@ class PaquoProject:
     backend = "paquo"
 
     def __init__(self, path: str | os.PathLike[str], mode: str = "r", *, version: str | None = None,
-                 keep_version: bool | None = None) -> None:
+                 keep_version: bool | None = None, auto: bool = False) -> None:
         if mode not in MODES:
             raise ProjectError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.file = pj.project_file(path).absolute()
         self.path = self.file.parent
         self.mode = mode
+        self._auto = auto
         self._lock = ProjectLock(self.file)
         self._shadow: Path | None = None
         self._twin: NativeProject | None = None
@@ -1107,6 +1108,8 @@ class PaquoProject:
             raise ProjectError(f"{path}: the image is already in the project (allow_duplicates=True adds it "
                                "again)") from None
         except Exception as exc:  # noqa: BLE001
+            if self._auto:
+                return self._add_described_image(path, name, image_type, series)
             reason = _java_message(exc)
             if "no preferred support" in reason:
                 reason = (f"none of QuPath {self.qupath_text}'s image servers here opens it (with the harness only "
@@ -1117,6 +1120,44 @@ class PaquoProject:
         wrapped = PaquoEntry(self, entry)
         self._entries.append(wrapped)
         return wrapped
+
+    def _add_described_image(self, path: Path, name: str | None, image_type: str | None,
+                             series: int) -> PaquoEntry:
+        """backend='auto': an image none of QuPath's servers here opens, but qpsam reads, is added with the server
+        builder QuPath itself would write (Bio-Formats or OpenSlide, with qpsam's metadata), as the native backend
+        adds it; a QuPath with that server opens it."""
+        from jpype import JClass
+        from paquo.images import QuPathProjectImageEntry
+
+        from .native import _BIOFORMATS, _OPENSLIDE
+
+        J = _java()
+        try:
+            reader = px.open_image(path, series)
+        except ImageReadError as exc:
+            raise ProjectError(f"{path}: neither QuPath {self.qupath_text} nor qpsam can open the image ({exc})") \
+                from None
+        try:
+            metadata, rgb, size_c = reader.qupath_metadata(), reader.is_rgb, reader.size_c
+        finally:
+            reader.close()
+        provider = _OPENSLIDE if path.suffix.lower() in (".svs", ".ndpi", ".mrxs", ".scn") else _BIOFORMATS
+        builder = {"builderType": "uri", "providerClassName": provider, "uri": pj.path_to_uri(path),
+                   "args": ["--series", str(series)] if provider == _BIOFORMATS else [], "metadata": metadata}
+        kind = JClass("qupath.lib.images.servers.ImageServerBuilder$ServerBuilder")
+        try:
+            jbuilder = J.GsonTools.getInstance().fromJson(json.dumps(builder), kind)
+            jentry = self._project.java_object.addImage(jbuilder)
+            jentry.setImageName(name or path.name)
+        except Exception as exc:  # noqa: BLE001
+            raise ProjectError(f"{path}: QuPath cannot add the image ({_java_message(exc)})") from None
+        self._project._image_entries_proxy.refresh()
+        entry = PaquoEntry(self, QuPathProjectImageEntry(jentry, _project_ref=self._project))
+        entry.data_dir.mkdir(parents=True, exist_ok=True)
+        pj.write_json(entry.data_dir / "server.json", builder)
+        entry._image_type = image_type or ("FLUORESCENCE" if not rgb and size_c > 1 else "UNSET")
+        self._entries.append(entry)
+        return entry
 
     def remove_image(self, entry: PaquoEntry | int | str, delete_data: bool = True) -> None:
         self._check_writable()
