@@ -106,7 +106,7 @@ def test_read_only_mode_refuses_changes(backend: str, lmd: Path) -> None:
             project.save()
 
 
-def test_modes(backend: str, tmp_path: Path, lmd: Path) -> None:
+def test_modes(backend: str, tmp_path: Path, lmd: Path, qupath_check: Any) -> None:
     target = tmp_path / "new"
     with pytest.raises(ProjectError, match="no such project"):
         open_project(target, "r", backend=backend, keep_version=True)
@@ -133,6 +133,8 @@ def test_modes(backend: str, tmp_path: Path, lmd: Path) -> None:
         assert "data/1/data.qpdata" in zf.namelist() and "project.qpproj" in zf.namelist()
     with open_project(copy, "r", backend=backend, keep_version=True) as project:
         assert len(project) == 0
+    for written in (target, tmp_path / "created", copy):
+        assert qupath_check(written) == {}
 
 
 # QuPath keeps a GeometryROI on its 0.01 px precision grid, so what QuPath reads of a polygon that is not a
@@ -182,7 +184,8 @@ def _polygons(n: int, seed: int = 0) -> list[PathObject]:
     return out
 
 
-def test_thousand_polygons_save_and_reopen_exactly(backend: str, tmp_path: Path, lmd: Path) -> None:
+def test_thousand_polygons_save_and_reopen_exactly(backend: str, tmp_path: Path, lmd: Path,
+                                                   qupath_check: Any) -> None:
     copy = copy_project(lmd, tmp_path / "lmd")
     with open_project(copy, "r", backend=backend, keep_version=True) as project:
         original = project.images[0].objects
@@ -200,6 +203,7 @@ def test_thousand_polygons_save_and_reopen_exactly(backend: str, tmp_path: Path,
         # What was written also round-trips through QuPath GeoJSON.
         assert geojson.loads(geojson.dumps(entry.objects)) == entry.objects
     assert (copy / "data" / "1" / "data.qpdata.backup").exists()
+    assert qupath_check(copy) == {1: 1131}
 
     # Removing: some new polygons, one original annotation and one cell inside the rectangle.
     rect = original[0]
@@ -213,9 +217,10 @@ def test_thousand_polygons_save_and_reopen_exactly(backend: str, tmp_path: Path,
         expected[0] = rect.replace(children=tuple(c for c in rect.children if c.id not in kept_ids))
         assert_same_objects(entry.objects, expected, backend)
         assert len(entry.all_objects()) == 131 + 1000 - 5
+    assert qupath_check(copy) == {1: 1126}
 
 
-def test_edit_objects(backend: str, tmp_path: Path, lmd: Path) -> None:
+def test_edit_objects(backend: str, tmp_path: Path, lmd: Path, qupath_check: Any) -> None:
     copy = copy_project(lmd, tmp_path / "lmd")
     with open_project(copy, "r+", backend=backend, keep_version=True) as project:
         entry = project.images[0]
@@ -235,9 +240,10 @@ def test_edit_objects(backend: str, tmp_path: Path, lmd: Path) -> None:
         assert rect2.children[0] == edited
         assert rect2.children[-1] == child
         assert len(rect2.children) == 122
+    qupath_check(copy)
 
 
-def test_unknown_fields_are_kept(backend: str, tmp_path: Path, lmd: Path) -> None:
+def test_unknown_fields_are_kept(backend: str, tmp_path: Path, lmd: Path, qupath_check: Any) -> None:
     copy = copy_project(lmd, tmp_path / "lmd")
     qpproj = copy / "project.qpproj"
     raw = json.loads(qpproj.read_text())
@@ -262,6 +268,7 @@ def test_unknown_fields_are_kept(backend: str, tmp_path: Path, lmd: Path) -> Non
     classes = json.loads((copy / "classifiers" / "classes.json").read_text())
     assert classes["futureTop"] == 1 and classes["pathClasses"][0]["futureClassField"] is True
     assert classes["pathClasses"][1] == {"name": "New", "color": -16711165}
+    qupath_check(copy)
 
 
 def test_missing_image_names_entry_and_uri(backend: str, lmd: Path) -> None:
@@ -331,7 +338,7 @@ def test_new_project_from_pyramidal_ome_tiff(tmp_path: Path) -> None:
     assert (tmp_path / "proj" / "data" / "1" / "server.json").exists()
 
 
-def test_relocating_images(backend: str, tmp_path: Path) -> None:
+def test_relocating_images(backend: str, tmp_path: Path, qupath_check: Any) -> None:
     image = tmp_path / "a" / "img.ome.tif"
     image.parent.mkdir()
     make_imagej_tiff(image, (2, 256, 256))
@@ -349,6 +356,7 @@ def test_relocating_images(backend: str, tmp_path: Path) -> None:
         assert entry.read_region(Region(0, 0, 8, 8)).shape == (8, 8, 2)
     with open_project(tmp_path / "proj", "r", backend=backend, keep_version=True) as project:
         assert project.images[0].uri.endswith("/b/img.ome.tif")
+    qupath_check(tmp_path / "proj")
 
 
 def test_moved_project_finds_images_beside_it(tmp_path: Path) -> None:
