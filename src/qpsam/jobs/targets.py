@@ -163,7 +163,8 @@ def project_targets(project: Any, images: Sequence[str] | None = None, *, backen
                 key=str(entry.id),
                 name=entry.name,
                 objects=lambda: entry.objects,
-                source=lambda: EntrySource(path, entry.id, entry.name, entry.width, entry.height, entry, backend),
+                source=lambda: EntrySource(path, entry.id, entry.name, entry.width, entry.height, entry,
+                                           backend=backend),
                 commit=commit,
                 done_before=done_before,
             )

@@ -911,7 +911,7 @@ class PaquoProject:
     backend = "paquo"
 
     def __init__(self, path: str | os.PathLike[str], mode: str = "r", *, version: str | None = None,
-                 keep_version: bool | None = None, auto: bool = False) -> None:
+                 keep_version: bool | None = None, auto: bool = False, lock_timeout: float = 0.0) -> None:
         if mode not in MODES:
             raise ProjectError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.file = pj.project_file(path).absolute()
@@ -954,7 +954,8 @@ class PaquoProject:
                 except OSError as exc:
                     raise ProjectError(f"{self.path}: cannot create the project folder ({exc.strerror or exc})") \
                         from None
-            self._lock.acquire()
+            # (A lock that waits, ``lock_timeout``, where the native backend's lock offers it.)
+            self._lock.acquire(**({"timeout": lock_timeout} if lock_timeout else {}))
         try:
             if mode == "w" and exists:
                 truncate_project(self.path, keep=self._lock.path)
