@@ -95,12 +95,17 @@ def test_info_on_a_read_only_project(qupath: str, lmd: Path, tmp_path: Path) -> 
     assert "Traceback" not in result.stderr
 
 
-def test_truncated_data_file_one_line_error(qupath: str, lmd: Path, tmp_path: Path) -> None:
+def test_truncated_data_file_one_line_error(qupath: str, lmd: Path, tmp_path: Path, capsys: Any) -> None:
     copy = copy_project(lmd, tmp_path / "lmd")
     data_file = copy / "data" / "1" / "data.qpdata"
-    data_file.write_bytes(data_file.read_bytes()[:4])  # what QuPath 0.5.1's failed save leaves
-    code = main(["info", str(copy), "--backend", "paquo"])
-    assert code == 1
+    for size in (4, 5000):  # 4 bytes: what QuPath 0.5.1's failed save leaves; QuPath reads it in an endless loop
+        data_file.write_bytes((lmd / "data" / "1" / "data.qpdata").read_bytes()[:size])
+        before = snapshot(copy)
+        capsys.readouterr()
+        assert main(["info", str(copy), "--backend", "paquo"]) == 1
+        err = capsys.readouterr().err
+        assert str(data_file) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert snapshot(copy) == before
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -354,3 +359,19 @@ def test_auto_adds_images_qupath_cannot_open_here_as_qupath_describes_them(qupat
     with pytest.raises(ProjectError, match="pyramid.ome.tif: QuPath cannot add"):
         with open_project(tmp_path / "other", "x", backend="paquo") as project:
             project.add_image(image)
+
+
+def test_job_commands_and_options_take_a_backend(qupath: str) -> None:
+    from click.testing import CliRunner
+
+    from qpsam.cli import cli
+    from qpsam.errors import JobError
+    from qpsam.jobs import DetectOptions
+    from qpsam.jobs.automask import AutomaskOptions
+
+    for command in ("detect", "automask", "track"):
+        text = CliRunner().invoke(cli, [command, "--help"]).output
+        assert "--backend [auto|native|paquo]" in text and "--keep-version / --upgrade-version" in text
+    assert AutomaskOptions(backend="paquo").backend == "paquo"
+    with pytest.raises(JobError, match="backend must be"):
+        DetectOptions(backend="java")
