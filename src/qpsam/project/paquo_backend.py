@@ -633,6 +633,8 @@ class PaquoEntry:
         objects = self._tree()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self._save_with_qupath(objects):
+            objects = self._as_qupath_builds(objects)
+            self._objects = objects
             self._save_natively(objects)
         self._check_saved(objects)
         self._loaded = tuple(objects)
@@ -744,6 +746,25 @@ class PaquoEntry:
             path.unlink(missing_ok=True)
         if not had_bkp:
             path.with_name(path.name + ".bkp").unlink(missing_ok=True)
+
+    def _as_qupath_builds(self, objects: list[PathObject]) -> list[PathObject]:
+        """New or changed objects with the geometry of the ROI QuPath builds for them (its 32-bit polygon
+        points, its precision grid), so that the native writer stores what QuPath's own save would have."""
+        J = _java()
+        loaded = {o.id: o for o in walk(self._loaded)}
+
+        def build(obj: PathObject) -> PathObject:
+            children = tuple(build(c) for c in obj.children)
+            if loaded.get(obj.id) is not None and loaded[obj.id].replace(children=()) == obj.replace(children=()):
+                return obj.replace(children=children) if children != obj.children else obj
+            changes: dict[str, Any] = {"children": children}
+            if not obj.ellipse and not obj.geometry.is_empty:
+                changes["geometry"] = _geometry_of(J, _roi(J, obj.geometry, obj.plane, False))
+            if obj.nucleus is not None and not obj.nucleus.is_empty:
+                changes["nucleus"] = _geometry_of(J, _roi(J, obj.nucleus, obj.plane, False))
+            return obj.replace(**changes)
+
+        return [build(o) for o in objects]
 
     def _save_natively(self, objects: list[PathObject]) -> None:
         _log.info("entry %s (%s): QuPath %s cannot build its image server here; writing data.qpdata with "
