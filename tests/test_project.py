@@ -237,8 +237,9 @@ def test_edit_objects(backend: str, tmp_path: Path, lmd: Path, qupath_check: Any
             entry.remove_objects([uuid.uuid4()])
     with open_project(copy, "r", backend=backend, keep_version=True) as project:
         rect2 = project.images[0].objects[0]
-        assert rect2.children[0] == edited
-        assert rect2.children[-1] == child
+        # Through QuPath 0.5.1 a new polygon comes back as QuPath builds it (from an Area: another vertex order).
+        assert_same_objects([rect2.children[0], rect2.children[-1]], [edited, child], backend)
+        assert rect2.children[0].geometry.equals_exact(edited.geometry, 0.0)  # an unchanged outline stays
         assert len(rect2.children) == 122
     qupath_check(copy)
 

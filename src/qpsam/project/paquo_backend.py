@@ -757,10 +757,14 @@ class PaquoEntry:
             children = tuple(build(c) for c in obj.children)
             if loaded.get(obj.id) is not None and loaded[obj.id].replace(children=()) == obj.replace(children=()):
                 return obj.replace(children=children) if children != obj.children else obj
+            old = loaded.get(obj.id)
             changes: dict[str, Any] = {"children": children}
-            if not obj.ellipse and not obj.geometry.is_empty:
+            # Outlines QuPath already holds stay as read (0.5.1 would restart a polygon at another vertex).
+            if not obj.ellipse and not obj.geometry.is_empty and not (
+                    old is not None and old.geometry.equals_exact(obj.geometry, 0.0)):
                 changes["geometry"] = _geometry_of(J, _roi(J, obj.geometry, obj.plane, False))
-            if obj.nucleus is not None and not obj.nucleus.is_empty:
+            if obj.nucleus is not None and not obj.nucleus.is_empty and not (
+                    old is not None and old.nucleus is not None and old.nucleus.equals_exact(obj.nucleus, 0.0)):
                 changes["nucleus"] = _geometry_of(J, _roi(J, obj.nucleus, obj.plane, False))
             return obj.replace(**changes)
 
