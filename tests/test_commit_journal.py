@@ -78,7 +78,7 @@ def test_killed_between_save_and_history_resumes_without_duplicates(tmp_path, mo
 
 def killed_at_save(project: Path, made: list[PathObject], calls: list[int], monkeypatch) -> None:
     """Run the job and kill it as it starts to save the image's data.qpdata."""
-    with open_project(project, "r", backend="native") as p:
+    with open_project(project, "r") as p:  # the backend project_targets opens (auto)
         entry_class = type(p.images[0])
 
     def die(self):

@@ -41,6 +41,12 @@ def _batch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Write overlay PNGs of the results into this folder."),
         click.option("--resume", is_flag=True, help="Skip images already done with the same parameters."),
         click.option("--executor", default="local", show_default=True, help="local or dask://HOST:PORT."),
+        click.option("--backend", type=click.Choice(["auto", "native", "paquo"]), default="auto", show_default=True,
+                     help="Open the project natively (pure Python) or through QuPath (paquo); auto picks paquo "
+                     "when QuPath is installed."),
+        click.option("--keep-version/--upgrade-version", "keep_version", default=None,
+                     help="paquo, on a project of another QuPath version: keep its version in project.qpproj, or "
+                     "let QuPath write its own (auto keeps it)."),
     ]
     for option in reversed(options):
         fn = option(fn)

@@ -12,6 +12,9 @@ import click
 _BACKEND = click.option("--backend", type=click.Choice(["auto", "native", "paquo"]), default="auto",
                         show_default=True, help="native (pure Python) or paquo (needs QuPath); auto picks paquo "
                         "when QuPath is installed.")
+_KEEP_VERSION = click.option("--keep-version/--upgrade-version", "keep_version", default=None,
+                             help="paquo, on a project of another QuPath version: keep its version in "
+                             "project.qpproj, or let QuPath write its own (auto keeps it).")
 
 
 def _entry(project: Any, image: str | None) -> Any:
@@ -144,15 +147,16 @@ def _export_all(project: Path, folder: Path | None, nested: bool, precision: int
 @click.option("--clear", is_flag=True, help="Remove all of the image's objects first.")
 @click.option("--fix-invalid", is_flag=True, help="Repair invalid polygons instead of failing.")
 @_BACKEND
+@_KEEP_VERSION
 def import_(project: Path, file: Path, image: str, replace_existing: bool, clear: bool, fix_invalid: bool,
-            backend: str) -> None:
+            backend: str, keep_version: bool | None) -> None:
     """Add the objects of a QuPath GeoJSON FILE to an image of PROJECT and save."""
     from qpsam import geojson
     from qpsam.objects import walk
     from qpsam.project import open_project
 
     objects = geojson.read(file, on_invalid="fix" if fix_invalid else "error")
-    with open_project(project, "r+", backend=backend) as proj:
+    with open_project(project, "r+", backend=backend, keep_version=keep_version) as proj:
         entry = proj.entry(image)
         if clear:
             entry.set_objects([])
@@ -174,10 +178,10 @@ def import_(project: Path, file: Path, image: str, replace_existing: bool, clear
 @click.option("--image-type", type=click.Choice(["BRIGHTFIELD_H_DAB", "BRIGHTFIELD_H_E", "BRIGHTFIELD_OTHER",
                                                  "FLUORESCENCE", "OTHER", "UNSET"]),
               help="Image type for every image (default: fluorescence for multichannel images, else unset).")
-@click.option("--qupath-version", default="0.6.0", show_default=True,
-              help="QuPath version to write the project for (native backend).")
+@click.option("--qupath-version", default=None,
+              help="QuPath version to write the project for (default: 0.6.0 natively, QuPath's own with paquo).")
 @_BACKEND
-def new_project(directory: Path, images: tuple[Path, ...], image_type: str | None, qupath_version: str,
+def new_project(directory: Path, images: tuple[Path, ...], image_type: str | None, qupath_version: str | None,
                 backend: str) -> None:
     """Create a QuPath project in DIRECTORY (new or empty) from image files."""
     from qpsam.project import open_project

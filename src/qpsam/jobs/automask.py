@@ -42,9 +42,13 @@ class AutomaskOptions:
     min_area: float = 0.0
     simplify: float | None = None
     duplicate_iou: float = 0.5
+    backend: str = "auto"  # how the project is opened: native, paquo (QuPath) or auto
+    keep_version: bool | None = None  # paquo: keep a project's QuPath version (see open_project)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "object_type", ObjectType(self.object_type))
+        if self.backend not in ("auto", "native", "paquo"):
+            raise JobError(f"backend must be 'auto', 'native' or 'paquo', got {self.backend!r}")
         if self.tile_size < 64:
             raise JobError(f"tile size must be >= 64 pixels, got {self.tile_size}")
         if not 0 <= self.overlap < self.tile_size // 2:

@@ -46,6 +46,8 @@ class DetectOptions:
     text: str | None = None
     exemplars: bool = False
     confidence: float = 0.4
+    backend: str = "auto"  # how the project is opened: native, paquo (QuPath) or auto
+    keep_version: bool | None = None  # paquo: keep a project's QuPath version (see open_project)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", OutputType.parse(self.output))
@@ -56,6 +58,8 @@ class DetectOptions:
             raise JobError(f"--prompts must be 'all' or 'class:NAME', got {self.prompts!r}")
         if self.min_area < 0:
             raise JobError(f"min_area must be >= 0, got {self.min_area}")
+        if self.backend not in ("auto", "native", "paquo"):
+            raise JobError(f"backend must be 'auto', 'native' or 'paquo', got {self.backend!r}")
         if self.text is not None and not self.text.strip():
             raise JobError("--text must not be empty")
         if not 0.0 <= self.confidence <= 1.0:

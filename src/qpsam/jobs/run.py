@@ -115,7 +115,8 @@ def detect(
         specs = detection_specs(engine, options, result, target.objects())
         return Change(result.added, result.removed, len(result.windows), tuple(specs))
 
-    with project_targets(project, images, chosen) as targets:
+    with project_targets(project, images, chosen, backend=options.backend,
+                         keep_version=options.keep_version) as targets:
         out = run_batch("detect", params, targets, work, resume=resume, progress=progress, debug=debug)
     return _finish(out, report, groovy)
 
@@ -181,7 +182,8 @@ def automask(
         specs = automask_specs(engine, options, source.width, source.height, [b for b, _ in areas], plane)
         return Change(tuple(added), (), len(areas), tuple(specs))
 
-    with project_targets(project, images, chosen) as targets:
+    with project_targets(project, images, chosen, backend=options.backend,
+                         keep_version=options.keep_version) as targets:
         out = run_batch("automask", params, targets, work, resume=resume, progress=progress, debug=debug)
     return _finish(out, report, groovy)
 

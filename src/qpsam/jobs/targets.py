@@ -34,6 +34,7 @@ class EntrySource:
     _entry: Any = field(default=None, repr=False, compare=False)
     channels: tuple[Any, ...] | None = None  # ChannelChoice values (``--channels``): render only these
     _displays: Any = field(default=None, repr=False, compare=False)
+    backend: str = "auto"
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -46,7 +47,7 @@ class EntrySource:
         if self._entry is None:
             from qpsam.project import open_project
 
-            project = open_project(self.project_path, "r", backend="native")
+            project = open_project(self.project_path, "r", backend=self.backend)
             self._entry = project.entry(self.entry_id)
         return self._entry
 
@@ -127,15 +128,17 @@ def _project_path(project: Any) -> str:
 
 
 @contextlib.contextmanager
-def project_targets(project: Any, images: Sequence[str] | None = None,
-                    channels: Sequence[Any] | None = None) -> Iterator[list[Target]]:
-    """Targets for the chosen entries of ``project`` (a path, opened ``r+`` for the run, or an open project);
-    ``channels`` (:class:`qpsam.jobs.channels.ChannelChoice` values) restricts what SAM sees of each image."""
+def project_targets(project: Any, images: Sequence[str] | None = None, channels: Sequence[Any] | None = None,
+                    *, backend: str = "auto", keep_version: bool | None = None) -> Iterator[list[Target]]:
+    """Targets for the chosen entries of ``project`` (a path, opened ``r+`` for the run with ``backend``, or an
+    open project); ``channels`` (:class:`qpsam.jobs.channels.ChannelChoice` values) restricts what SAM sees of
+    each image; ``keep_version`` as in :func:`qpsam.project.open_project`."""
     from qpsam import history
     from qpsam.project import open_project
 
     own = isinstance(project, (str, os.PathLike))
-    opened = open_project(project, "r+") if own else project
+    opened = open_project(project, "r+", backend=backend, keep_version=keep_version) if own else project
+    backend = getattr(opened, "backend", backend)
     try:
         path = str(project) if own else _project_path(opened)
         folder = Path(path) if Path(path).is_dir() else Path(path).parent
@@ -166,7 +169,7 @@ def project_targets(project: Any, images: Sequence[str] | None = None,
                 name=entry.name,
                 objects=lambda: entry.objects,
                 source=lambda: EntrySource(path, entry.id, entry.name, entry.width, entry.height, entry,
-                                           tuple(channels) if channels else None),
+                                           tuple(channels) if channels else None, backend=backend),
                 commit=commit,
                 done_before=done_before,
             )

@@ -128,8 +128,9 @@ def track(project: Any, images: Sequence[str] | None = None, *, engine: Any = En
           keep_prompts: bool = False, executor: Any = "local", resume: bool = False,
           groovy: str | os.PathLike[str] | None = None, report: str | os.PathLike[str] | None = None,
           preview: str | os.PathLike[str] | None = None, progress: ImageProgress | None = None,
-          debug: bool = False) -> RunReport:
-    """Propagate prompts through z or t on project images; tracks run in this process (video state is local)."""
+          debug: bool = False, backend: str = "auto", keep_version: bool | None = None) -> RunReport:
+    """Propagate prompts through z or t on project images; tracks run in this process (video state is local).
+    ``backend`` and ``keep_version`` say how the project is opened (see :func:`qpsam.project.open_project`)."""
     from qpsam.jobs.run import _finish, _previews, _spec_params
     from qpsam.jobs.scripts import sequence_specs
     from qpsam.jobs.targets import project_targets
@@ -153,6 +154,6 @@ def track(project: Any, images: Sequence[str] | None = None, *, engine: Any = En
                           [o for o in added if o.plane == plane])
         return Change(added, removed, 1, tuple(sequence_specs(engine, plan, axis)))
 
-    with project_targets(project, images) as targets:
+    with project_targets(project, images, backend=backend, keep_version=keep_version) as targets:
         out = run_batch("track", params, targets, work, resume=resume, progress=progress, debug=debug)
     return _finish(out, report, groovy)

@@ -36,16 +36,28 @@ def open_project(path: str | os.PathLike[str], mode: str = "r", backend: Backend
 
     ``backend`` is ``native``, ``paquo`` or ``auto`` (paquo when QuPath is installed). Use it as a context manager
     to save on exit (unless read only) and release the writer's lock.
+
+    ``keep_version`` (paquo): saving through QuPath writes QuPath's own version into ``project.qpproj``. For a
+    project of another version, ``backend="paquo"`` refuses to open it for writing unless ``keep_version`` is
+    ``True`` (keep the project's version) or ``False`` (take QuPath's); ``auto`` keeps it. The native backend
+    always keeps it. ``version`` is the QuPath version a new project is written for (default: native 0.6.0,
+    paquo the QuPath it runs).
     """
     if mode not in MODES:
         raise ProjectError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if backend not in ("auto", "native", "paquo"):
         raise ProjectError(f"backend must be 'auto', 'native' or 'paquo', got {backend!r}")
+    keep_version = kwargs.pop("keep_version", None)
+    if kwargs.get("version") is None:
+        kwargs.pop("version", None)
     if backend in ("auto", "paquo"):
         from . import paquo_backend
 
         if paquo_backend.available():
-            return paquo_backend.PaquoProject(path, mode, **kwargs)
+            if backend == "auto" and keep_version is None:
+                keep_version = True  # qpsam chose QuPath: do not change the project's version behind the user
+            return paquo_backend.PaquoProject(path, mode, keep_version=keep_version, auto=backend == "auto",
+                                              **kwargs)
         if backend == "paquo":
             raise ProjectError(f"backend 'paquo' is not available: {paquo_backend.unavailable_reason()}")
     return NativeProject(path, mode, **kwargs)
