@@ -180,6 +180,21 @@ def test_new_project_and_import_from_the_cli(qupath: str, lmd: Path, tmp_path: P
         open_project(tmp_path / "img", "x", backend="paquo")
 
 
+def test_a_save_through_qupath_prints_only_what_users_need(qupath: str, tmp_path: Path) -> None:
+    """QuPath logs every save at INFO ("Writing object hierarchy ..."); a user's run shows none of it."""
+    image = tmp_path / "stack.tif"
+    make_imagej_tiff(image)
+    project = tmp_path / "proj"
+    created = run_cli("new-project", project, image, "--backend", "paquo")
+    assert created.returncode == 0, created.stderr
+    geojson.write(tmp_path / "in.geojson", [PathObject(box(10, 10, 40, 40), name="one")])
+    result = run_cli("import", project, tmp_path / "in.geojson", "--image", "1", "--backend", "paquo")
+    assert result.returncode == 0, result.stderr
+    for output in (created, result):
+        assert " INFO " not in output.stderr + output.stdout, output.stderr
+        assert "Restricted methods" not in output.stderr
+
+
 def test_project_version_is_asked_for_then_kept_or_upgraded(qupath: str, lmd: Path, tmp_path: Path,
                                                             qupath_check: Any) -> None:
     copy = copy_project(lmd, tmp_path / "lmd")

@@ -96,7 +96,7 @@ def _java_major(runtime_dir: Path) -> int:
 
 def _start_jvm() -> None:
     """Start QuPath's JVM through paquo, with native access enabled on Java 22+ (else every run prints
-    "Restricted methods will be blocked in a future release")."""
+    "Restricted methods will be blocked in a future release") and QuPath's own logging at WARN."""
     import jpype
 
     if jpype.isJVMStarted():
@@ -110,6 +110,9 @@ def _start_jvm() -> None:
         options = list(options)
         if _java_major(runtime_dir) >= 22 and not any(o.startswith("--enable-native-access") for o in options):
             options.append("--enable-native-access=ALL-UNNAMED")
+        # QuPath logs every save at INFO ("Writing object hierarchy ..."): users see warnings and errors only.
+        if not any(o.startswith("-Dorg.slf4j.simpleLogger.defaultLogLevel") for o in options):
+            options.append("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
         return type(info)(app_dir, runtime_dir, jvm_path, options)
 
     start_jvm(finder=finder, finder_kwargs=to_kwargs(settings))
@@ -727,13 +730,15 @@ class PaquoEntry:
 
     def _write_summary(self) -> None:
         """``summary.json`` as QuPath's ``saveImageData`` writes it (counts of what the file now holds)."""
-        from .qpdata import _write_summary
+        from qpsam.fileio import atomic_write
+
+        from .qpdata import summary_json
 
         meta = self._meta()
-        _write_summary(self.data_dir / "summary.json", read_qpdata(self.data_file), {
+        atomic_write(self.data_dir / "summary.json", summary_json(read_qpdata(self.data_file), {
             "width": meta.get("width", 0), "height": meta.get("height", 0),
             "sizeC": len(meta.get("channels", [])) or 1, "sizeZ": meta.get("sizeZ", 1),
-            "sizeT": meta.get("sizeT", 1)})
+            "sizeT": meta.get("sizeT", 1)}))
 
     @staticmethod
     def _restore(path: Path, backup: Path, mode: int | None, had_bkp: bool) -> None:
