@@ -31,7 +31,7 @@ def _engine_spec(kwargs: dict[str, Any]) -> Any:
     from qpsam.jobs.executors import EngineSpec
 
     return EngineSpec(kwargs.pop("model"), kwargs.pop("weights"), kwargs.pop("device"), kwargs.pop("engine"),
-                      kwargs.pop("server"), kwargs.pop("token"))
+                      kwargs.pop("server"), kwargs.pop("token"), precision=kwargs.pop("precision"))
 
 
 class _Bar:
