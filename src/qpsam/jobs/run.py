@@ -10,7 +10,7 @@ from qpsam.engines.base import Engine
 from qpsam.errors import JobError
 from qpsam.jobs.automask import AutomaskOptions, automask_region
 from qpsam.jobs.batch import Change, ImageProgress, Target, run_batch
-from qpsam.jobs.detect import DetectOptions, detect_image
+from qpsam.jobs.detect import DetectOptions, describe_prompts, detect_image, missing_prompts
 from qpsam.jobs.executors import EngineSpec, LocalExecutor, engine_for, make_executor
 from qpsam.jobs.report import RunReport
 from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathObject, walk
@@ -67,6 +67,8 @@ def detect(
     params = {**_spec_params(engine), **options.as_dict()}
 
     def work(target: Target) -> Change:
+        if not describe_prompts(list(walk(target.objects())), options)[0]:
+            return Change(skipped=missing_prompts(target.objects(), options))
         source = target.source()
         result = detect_image(model, source, target.objects(), options, executor=ex)
         if preview:
@@ -75,7 +77,8 @@ def detect(
         return Change(result.added, result.removed, len(result.windows), tuple(specs))
 
     with project_targets(project, images) as targets:
-        out = run_batch("detect", params, targets, work, resume=resume, progress=progress, debug=debug)
+        out = run_batch("detect", params, targets, work, resume=resume, progress=progress, debug=debug,
+                        inputs=lambda objects: describe_prompts(objects, options))
     return _finish(out, report, groovy)
 
 
