@@ -6,14 +6,18 @@ saved project is read back by QuPath itself (``qupath_check``).
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
+import tifffile
 from shapely.geometry import box
 from test_jobs_project import make_project, objects_of
 
 from qpsam import geojson, history
 from qpsam.cli import main
 from qpsam.jobs import QUALITY, EngineSpec
-from qpsam.objects import PathClass, PathObject
+from qpsam.objects import ImagePlane, PathClass, PathObject
 from qpsam.project import open_project
 
 pytestmark = pytest.mark.weights
@@ -99,3 +103,47 @@ def test_resume_with_kept_prompts_skips_the_same_prompts_and_runs_changed_ones(t
         entry.add_objects([PathObject(box(100, 100, 120, 125), path_class=PathClass("Nucleus"))])
         p.save()
     assert main(args) == 0 and "1 image(s) done, 0 skipped" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------ z-stacks, time series
+
+
+def stack_project(folder: Path, nuclei, axes: str = "ZYX", n: int = 5, size: int = 160) -> Path:
+    """A project of one OME-TIFF z-stack or time series (``axes`` ZYX or TYX) of nuclei crops, shifted per plane
+    so that each plane differs; plane k is the crop at (8k, 8k)."""
+    image, _ = nuclei
+    planes = np.stack([image[8 * k:8 * k + size, 8 * k:8 * k + size] for k in range(n)])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"stack-{axes[0].lower()}.ome.tif"
+    tifffile.imwrite(path, planes, ome=True, metadata={"axes": axes})
+    project = folder / "project"
+    assert main(["new-project", str(project), str(path)]) == 0
+    return project
+
+
+def add_objects(project: Path, objects) -> None:
+    with open_project(project, "r+", backend="native") as p:
+        p.images[0].add_objects(objects)
+        p.save()
+
+
+# ------------------------------------------------------------------------------------------------ item 8
+
+
+def test_track_defaults_to_sam2_and_checks_planes_and_model_before_any_weights(tmp_path, nuclei, capsys,
+                                                                               monkeypatch) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("QPSAM_HOME", str(home))  # no weights here: any load would have to download
+    project = stack_project(tmp_path, nuclei, "ZYX", n=5)
+    add_objects(project, [PathObject(box(40, 40, 70, 70), path_class=PathClass("Cell"), plane=ImagePlane(z=1))])
+    capsys.readouterr()
+    # the default model tracks: the run gets as far as the plane check
+    assert main(["track", str(project), "--axis", "z", "--from", "0", "--to", "9"]) == 1
+    err = capsys.readouterr().err
+    assert "has 5 z-slices (z = 0..4); --to 9 is outside it" in err and "stack-z.ome.tif" in err
+    assert main(["track", str(project), "--axis", "t", "--from", "0", "--to", "2"]) == 1
+    assert "has 1 time points" in capsys.readouterr().err
+    assert main(["track", str(project), "--axis", "z", "--from", "0", "--to", "4", "--model", "vit_t"]) == 1
+    assert "model 'vit_t' cannot track: use a SAM2 model" in capsys.readouterr().err
+    assert not home.exists() or not any(home.rglob("*.pt*"))  # nothing downloaded, nothing loaded
+    assert history.read(project) == []

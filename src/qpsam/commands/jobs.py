@@ -12,8 +12,9 @@ OUTPUTS = ["single", "multi-all", "multi-largest", "multi-smallest", "multi-best
 
 def _engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--model", "model", default="vit_t", show_default=True,
-                     help="Model type: vit_h, vit_l, vit_b, vit_t, sam2_t, sam2_s, sam2_bp, sam2_l, sam3."),
+        click.option("--model", "model", default=None,
+                     help="Model type: vit_h, vit_l, vit_b, vit_t, sam2_t, sam2_s, sam2_bp, sam2_l, sam3 "
+                          "[default: vit_t; sam2_t for track]."),
         click.option("--weights", default=None, help="Weights: a registered or catalog name, a file or a URL."),
         click.option("--server", default=None, help="Run on a samapi-compatible server at this URL instead of locally."),
         click.option("--token", envvar="QPSAM_TOKEN", default=None, help="Bearer token for --server (or QPSAM_TOKEN)."),
@@ -45,10 +46,10 @@ def _batch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _common(kwargs: dict[str, Any]) -> dict[str, Any]:
+def _common(kwargs: dict[str, Any], default_model: str = "vit_t") -> dict[str, Any]:
     from qpsam.jobs.executors import EngineSpec
 
-    engine = EngineSpec(kwargs.pop("model"), kwargs.pop("weights"), kwargs.pop("device"), kwargs.pop("engine"),
+    engine = EngineSpec(kwargs.pop("model") or default_model, kwargs.pop("weights"), kwargs.pop("device"), kwargs.pop("engine"),
                         kwargs.pop("server"), kwargs.pop("token"))
     images = list(kwargs.pop("images")) or None
     if kwargs.pop("all_images") and images:
@@ -172,8 +173,9 @@ def automask_command(ctx: click.Context, **kwargs: Any) -> None:
 def track_command(ctx: click.Context, **kwargs: Any) -> None:
     """Propagate prompts through z or t with the SAM2 (or SAM3) video predictor: one object id per track."""
     from qpsam.jobs import track
+    from qpsam.jobs.tracking import DEFAULT_TRACK_MODEL
 
-    common = _common(kwargs)
+    common = _common(kwargs, DEFAULT_TRACK_MODEL)
     if kwargs["stop"] < kwargs["start"]:
         raise click.BadParameter("--to must be >= --from", param_hint="--to")
     report = track(progress=_Bar(), debug=_debug(ctx), **kwargs, **common)

@@ -48,6 +48,12 @@ class EntrySource:
     def read_region(self, region: Region) -> np.ndarray:
         return self._open().read_rgb(region)
 
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(time points, z-slices), from the project's image metadata (no pixels are read)."""
+        entry = self._open()
+        return int(entry.size_t), int(entry.size_z)
+
 
 def select_entries(project: Any, images: Sequence[str] | None) -> list[Any]:
     """The entries named by id or name (all when ``images`` is empty), in the order given."""
