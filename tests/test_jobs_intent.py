@@ -147,3 +147,67 @@ def test_track_defaults_to_sam2_and_checks_planes_and_model_before_any_weights(t
     assert "model 'vit_t' cannot track: use a SAM2 model" in capsys.readouterr().err
     assert not home.exists() or not any(home.rglob("*.pt*"))  # nothing downloaded, nothing loaded
     assert history.read(project) == []
+
+
+# ------------------------------------------------------------------------------------------------ item 2
+
+
+def _one_plane_stack(folder: Path, nuclei, axes: str, lit: int, n: int = 5, size: int = 160) -> tuple[Path, np.ndarray]:
+    """A z-stack or time series whose plane ``lit`` is the top left nuclei crop and the others the bottom right one
+    (dark planes would change the display range): objects that miss the top left nuclei come from a wrong plane."""
+    image, labels = nuclei
+    planes = np.stack([image[-size:, -size:]] * n)
+    planes[lit] = image[:size, :size]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"stack-{axes[0].lower()}.ome.tif"
+    tifffile.imwrite(path, planes, ome=True, metadata={"axes": axes})
+    project = folder / "project"
+    assert main(["new-project", str(project), str(path)]) == 0
+    return project, labels[:size, :size]
+
+
+def _matched(objects, labels) -> int:
+    from qpsam.geometry import mask_to_geometry
+
+    truths = [mask_to_geometry(labels == v) for v in np.unique(labels)[1:]]
+    return sum(any(o.geometry.intersection(t).area / o.geometry.union(t).area > 0.5 for t in truths) for o in objects)
+
+
+AUTOMASK_ARGS = [*ENGINE_ARGS, "--points-per-side", "6", "--class", "Auto"]
+
+
+def test_automask_uses_the_plane_of_the_region_annotation(tmp_path, nuclei, capsys, qupath_check) -> None:
+    project, labels = _one_plane_stack(tmp_path, nuclei, "ZYX", lit=3)
+    tissue = PathObject(box(4, 4, 156, 156), path_class=TISSUE, plane=ImagePlane(z=3))
+    add_objects(project, [tissue])
+    groovy = tmp_path / "automask.groovy"
+    assert main(["automask", str(project), *AUTOMASK_ARGS, "--region", "annotation:Tissue",
+                 "--groovy", str(groovy)]) == 0
+    results = [o for o in objects_of(project)["stack-z.ome.tif"] if o.class_name == "Auto"]
+    assert results and {o.plane for o in results} == {ImagePlane(z=3)}
+    assert _matched(results, labels) >= len(results) // 2  # the lit plane's nuclei, not the dark z=0
+    assert ", 4, 4, 152, 152, 3, 0)" in groovy.read_text()  # the script asks QuPath for z=3 too
+    qupath_check(project)
+
+
+def test_automask_and_detect_on_the_plane_asked_for_in_a_time_series(tmp_path, nuclei, capsys,
+                                                                      qupath_check) -> None:
+    project, labels = _one_plane_stack(tmp_path, nuclei, "TYX", lit=2, n=3)
+    groovy = tmp_path / "automask.groovy"
+    assert main(["automask", str(project), *AUTOMASK_ARGS, "--t", "2", "--groovy", str(groovy)]) == 0
+    results = [o for o in objects_of(project)["stack-t.ome.tif"] if o.class_name == "Auto"]
+    assert results and {o.plane for o in results} == {ImagePlane(t=2)}
+    assert _matched(results, labels) >= len(results) // 2
+    assert ", 0, 0, 160, 160, 0, 2)" in groovy.read_text()
+
+    # prompts on t=2 give objects on t=2, from t=2's pixels, and a script that reads t=2
+    from qpsam.geometry import mask_to_geometry
+
+    truth = mask_to_geometry(labels == np.unique(labels)[5])
+    add_objects(project, [PathObject(box(*truth.bounds), path_class=PathClass("Nucleus"), plane=ImagePlane(t=2))])
+    groovy = tmp_path / "detect.groovy"
+    assert main(["detect", str(project), *ENGINE_ARGS, "--prompts", "class:Nucleus", "--groovy", str(groovy)]) == 0
+    (found,) = [o for o in objects_of(project)["stack-t.ome.tif"] if o.class_name == "Nucleus"]
+    assert found.plane == ImagePlane(t=2) and found.geometry.intersection(truth).area / found.geometry.union(truth).area > 0.7
+    assert "ImagePlane.getPlane(0, 2)" in groovy.read_text() and ", 0, 2)" in groovy.read_text()
+    qupath_check(project)

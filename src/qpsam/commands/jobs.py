@@ -125,6 +125,12 @@ def _parse_region(text: str) -> Any:
 @_batch_options
 @_engine_options
 @click.option("--region", default="full", show_default=True, help="full, annotation:CLASS (inside annotations of a class) or x,y,w,h.")
+@click.option("--clip/--no-clip", default=True, show_default=True,
+              help="With annotation:CLASS, cut objects at the annotation's outline (else keep them whole).")
+@click.option("--z", "z", default=0, show_default=True, type=click.IntRange(min=0),
+              help="z-slice to segment (with annotation:CLASS, each annotation's own plane is used).")
+@click.option("--t", "t", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Time point to segment (with annotation:CLASS, each annotation's own plane is used).")
 @click.option("--points-per-side", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--points-per-batch", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--pred-iou-thresh", default=0.88, show_default=True, type=click.FloatRange(0, 1))
@@ -153,11 +159,14 @@ def automask_command(ctx: click.Context, **kwargs: Any) -> None:
     from qpsam.jobs.automask import AutomaskOptions
 
     common = _common(kwargs)
+    from qpsam.objects import ImagePlane
+
     region = _parse_region(kwargs.pop("region"))
+    plane = ImagePlane(-1, kwargs.pop("z"), kwargs.pop("t"))
     param_names = [f for f in AutomaskParams.__dataclass_fields__]
     params = AutomaskParams(**{k: kwargs.pop(k) for k in param_names})
     options = AutomaskOptions(params=params, **kwargs)
-    report = automask(options=options, region=region, progress=_Bar(), debug=_debug(ctx), **common)
+    report = automask(options=options, region=region, plane=plane, progress=_Bar(), debug=_debug(ctx), **common)
     _finish(ctx, report)
 
 

@@ -42,6 +42,7 @@ class AutomaskOptions:
     min_area: float = 0.0
     simplify: float | None = None
     duplicate_iou: float = 0.5
+    clip: bool = True  # objects of an area annotation are cut at its outline (else kept whole if centred inside)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "object_type", ObjectType(self.object_type))
@@ -59,7 +60,8 @@ class AutomaskOptions:
         params["output"] = self.params.output.value
         return {"params": params, "tile_size": self.tile_size, "overlap": self.overlap,
                 "downsample": self.downsample, "object_type": self.object_type.value,
-                "path_class": self.path_class, "min_area": self.min_area, "simplify": self.simplify}
+                "path_class": self.path_class, "min_area": self.min_area, "simplify": self.simplify,
+                "clip": self.clip}
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,17 @@ def merge_pieces(pieces: Sequence[Piece], duplicate_iou: float = 0.5) -> list[Pi
     return kept
 
 
+def _polygonal(geometry: BaseGeometry) -> Polygon | MultiPolygon | None:
+    """The areas of a clipped shape (an intersection may add lines and points where outlines touch)."""
+    if isinstance(geometry, (Polygon, MultiPolygon)):
+        return None if geometry.is_empty else geometry
+    parts = [g for g in getattr(geometry, "geoms", ()) if isinstance(g, (Polygon, MultiPolygon)) and not g.is_empty]
+    if not parts:
+        return None
+    merged = unary_union(parts)
+    return merged if isinstance(merged, (Polygon, MultiPolygon)) else None
+
+
 def automask_tile(engine: "Engine | EngineSpec", source: ImageSource, tile: Region, params: AutomaskParams,
                   bounds: tuple[float, float, float, float], min_area: float = 0.0,
                   simplify: float | None = None) -> list[Piece]:
@@ -193,7 +206,8 @@ def automask_region(
 ) -> list[PathObject]:
     """Segment everything in ``bounds`` of an image (the whole image by default), tile by tile.
 
-    With ``within`` (e.g. the union of tissue annotations), only objects whose centroid lies inside it are kept.
+    With ``within`` (e.g. a tissue annotation), the objects that lie inside it are kept whole, and those whose
+    centre lies inside it are cut at its outline (``options.clip``, the default) or kept whole.
     """
     if bounds is None:
         bounds = (0.0, 0.0, float(source.width), float(source.height))
@@ -224,8 +238,14 @@ def automask_region(
     path_class = PathClass(options.path_class) if options.path_class else None
     objects = []
     for piece in merged:
-        if within is not None and not within.contains(piece.geometry.representative_point()):
-            continue
-        objects.append(PathObject(piece.geometry, options.object_type, path_class=path_class,
+        geometry = piece.geometry
+        if within is not None:
+            if not within.contains(geometry.representative_point()):
+                continue
+            if options.clip and not within.contains(geometry):
+                geometry = _polygonal(geometry.intersection(within))
+                if geometry is None or geometry.area <= options.min_area:
+                    continue
+        objects.append(PathObject(geometry, options.object_type, path_class=path_class,
                                   measurements={QUALITY: piece.score}, plane=plane))
     return objects

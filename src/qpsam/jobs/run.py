@@ -107,29 +107,50 @@ def automask(
 
     def work(target: Target) -> Change:
         source = target.source()
-        areas: list[tuple[Region4 | None, Any]] = []
-        if isinstance(region, str):
-            if not region.startswith("annotation:"):
-                raise JobError(f"region must be full, annotation:CLASS or x0,y0,x1,y1, got {region!r}")
-            name = region[len("annotation:"):]
-            found = [o for o in walk(target.objects()) if o.object_type is ObjectType.ANNOTATION
-                     and o.class_name == name and o.geometry.area > 0]
-            if not found:
-                raise JobError(f"image {target.name!r}: no area annotation of class {name!r} to restrict automask to")
-            areas = [(o.geometry.bounds, o.geometry) for o in found]
-        else:
-            areas = [(region, None)]
+        areas = automask_areas(target, region, plane)
         added: list[PathObject] = []
-        for bounds, within in areas:
-            added += automask_region(model, source, bounds, options, plane, within, executor=ex)
+        for bounds, within, area_plane in areas:
+            added += automask_region(model, source, bounds, options, area_plane, within, executor=ex)
         if preview:
-            _previews(preview, target, source, [_preview_region(source, b, plane) for b, _ in areas], added)
-        specs = automask_specs(engine, options, source.width, source.height, [b for b, _ in areas], plane)
+            _previews(preview, target, source, [_preview_region(source, b, p) for b, _, p in areas], added)
+        specs = [spec for b, _, p in areas
+                 for spec in automask_specs(engine, options, source.width, source.height, [b], p)]
         return Change(tuple(added), (), len(areas), tuple(specs))
 
     with project_targets(project, images) as targets:
-        out = run_batch("automask", params, targets, work, resume=resume, progress=progress, debug=debug)
+        out = run_batch("automask", params, targets, work, resume=resume, progress=progress, debug=debug,
+                        inputs=lambda objects: _area_inputs(objects, region))
     return _finish(out, report, groovy)
+
+
+Area = tuple["Region4 | None", Any, ImagePlane]
+
+
+def automask_areas(target: Target, region: Region4 | str | None, plane: ImagePlane) -> list[Area]:
+    """The areas an automask covers on one image: (bounds, shape to clip to or None, plane).
+
+    ``annotation:CLASS`` gives one area per area annotation of that class, on the annotation's own z and t;
+    otherwise the one area lies on ``plane``.
+    """
+    if not isinstance(region, str):
+        return [(region, None, plane)]
+    if not region.startswith("annotation:"):
+        raise JobError(f"region must be full, annotation:CLASS or x0,y0,x1,y1, got {region!r}")
+    name = region[len("annotation:"):]
+    found = [o for o in walk(target.objects()) if o.object_type is ObjectType.ANNOTATION
+             and o.class_name == name and o.geometry.area > 0]
+    if not found:
+        raise JobError(f"image {target.name!r}: no area annotation of class {name!r} to restrict automask to")
+    return [(o.geometry.bounds, o.geometry, ImagePlane(plane.c, o.plane.z, o.plane.t)) for o in found]
+
+
+def _area_inputs(objects: Sequence[PathObject], region: Region4 | str | None) -> list[object]:
+    # what an automask reads from an image's objects: the annotations it is restricted to, if any
+    if not (isinstance(region, str) and region.startswith("annotation:")):
+        return []
+    name = region[len("annotation:"):]
+    return sorted([[o.plane.z, o.plane.t, o.geometry.wkt] for o in objects
+                   if o.object_type is ObjectType.ANNOTATION and o.class_name == name])
 
 
 def _preview_region(source: Any, bounds: Region4 | None, plane: ImagePlane) -> Any:
