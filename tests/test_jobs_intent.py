@@ -211,3 +211,168 @@ def test_automask_and_detect_on_the_plane_asked_for_in_a_time_series(tmp_path, n
     assert found.plane == ImagePlane(t=2) and found.geometry.intersection(truth).area / found.geometry.union(truth).area > 0.7
     assert "ImagePlane.getPlane(0, 2)" in groovy.read_text() and ", 0, 2)" in groovy.read_text()
     qupath_check(project)
+
+
+# ------------------------------------------------------------------------------------------------ item 4
+
+
+def test_automask_clips_to_the_region_annotation_unless_told_not_to(tmp_path, nuclei, capsys, qupath_check) -> None:
+    from shapely.geometry import Point
+
+    project = make_project(tmp_path, nuclei, n_prompts=0)
+    tissue = Point(96, 96).buffer(60)  # its outline crosses many nuclei
+    add_objects(project, [PathObject(tissue, path_class=TISSUE)])
+    args = ["automask", str(project), *ENGINE_ARGS, "--points-per-side", "6", "--region", "annotation:Tissue"]
+    assert main([*args, "--class", "Clipped"]) == 0
+    assert main([*args, "--class", "Whole", "--no-clip"]) == 0
+    objects = objects_of(project)["crop0.tif"]
+    clipped = [o.geometry for o in objects if o.class_name == "Clipped"]
+    whole = [o.geometry for o in objects if o.class_name == "Whole"]
+    assert len(clipped) == len(whole) > 3
+    outline = tissue.buffer(1e-6)
+    assert any(not outline.contains(g) for g in whole)  # what the defect left: objects past the annotation
+    assert all(outline.contains(g) for g in clipped)
+    inside = {g.wkt for g in whole if outline.contains(g)}
+    assert inside and inside <= {g.wkt for g in clipped}  # objects that lie inside are kept whole
+    for g in whole:
+        if g.wkt not in inside:  # the others are the same objects, cut at the outline
+            assert any(abs(c.symmetric_difference(g.intersection(tissue)).area) < 1.0 for c in clipped)
+    qupath_check(project)
+
+
+# ------------------------------------------------------------------------------------------------ item 3
+
+DISCS = [(24, 24), (64, 64), (104, 104), (144, 144), (176, 176), (24, 104), (104, 24), (64, 144), (144, 64),
+         (24, 176), (176, 24), (104, 176)]
+
+
+def _seam_run(geometry, tiles, bounds) -> float:
+    """The longest stretch of ``geometry``'s outline that runs along an inner tile side."""
+    ax0, ay0, ax1, ay1 = bounds
+    longest = 0.0
+    for t in tiles:
+        x0, y0, x1, y1 = t.bounds
+        sides = [box(x - 0.01, y0, x + 0.01, y1) for x in (x0, x1) if ax0 < x < ax1]
+        sides += [box(x0, y - 0.01, x1, y + 0.01) for y in (y0, y1) if ay0 < y < ay1]
+        for side in sides:
+            longest = max(longest, geometry.boundary.intersection(side).length)
+    return longest
+
+
+@pytest.mark.parametrize("tile_size,overlap", [(128, 48), (96, 40)])
+def test_tiled_automask_gives_the_untiled_objects_with_none_cut_at_seams(mobile_sam, tile_size, overlap) -> None:
+    from shapely.geometry import Point
+
+    from qpsam.engines.base import AutomaskParams
+    from qpsam.jobs import ArraySource
+    from qpsam.jobs.automask import AutomaskOptions, automask_region, plan_tiles
+
+    yy, xx = np.mgrid[:192, :192]
+    image = np.full((192, 192), 20, np.uint8)
+    for cy, cx in DISCS:  # discs on and across the tile sides (diameter 24, less than the overlaps)
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < 12**2] = 230
+    source = ArraySource(image, "discs")
+    params = AutomaskParams(points_per_side=6)
+    untiled = automask_region(mobile_sam, source, options=AutomaskOptions(params, tile_size=256, overlap=0))
+    tiled = automask_region(mobile_sam, source, options=AutomaskOptions(params, tile_size=tile_size, overlap=overlap))
+    tiles = plan_tiles((0, 0, 192, 192), tile_size, overlap)
+    assert len(tiles) >= 4
+
+    for i, a in enumerate(tiled):  # no two objects overlap
+        for b in tiled[i + 1:]:
+            assert a.geometry.intersection(b.geometry).area < 1.0
+    for obj in tiled:  # nothing is cut straight along a seam
+        assert _seam_run(obj.geometry, tiles, (0, 0, 192, 192)) < 2.0, f"cut at a seam: {obj.geometry.bounds}"
+    small = [o.geometry for o in untiled if o.geometry.area < 2000]
+    small_tiled = [o.geometry for o in tiled if o.geometry.area < 2000]
+    discs = [Point(cx, cy).buffer(12) for cy, cx in DISCS]
+    assert sum(any(g.intersection(d).area / g.union(d).area > 0.8 for g in small) for d in discs) >= 8
+    assert len(small_tiled) == len(small)
+    for g in small:  # the same objects as the untiled run
+        best = max(small_tiled, key=lambda t: t.intersection(g).area)
+        assert best.intersection(g).area / best.union(g).area >= 0.9, f"untiled object at {g.bounds} not matched"
+
+
+# ------------------------------------------------------------------------------------------------ item 1
+
+
+@pytest.fixture
+def weights_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "qpsam-home"
+    monkeypatch.setenv("QPSAM_HOME", str(home))
+    monkeypatch.delenv("QPSAM_WEIGHTS", raising=False)
+    return home
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A real HTTP server on loopback serving a folder: (folder, base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _script(engine: EngineSpec) -> str:
+    from qpsam.groovy import script_for
+    from qpsam.jobs.automask import AutomaskOptions
+    from qpsam.jobs.scripts import automask_specs
+
+    (spec,) = automask_specs(engine, AutomaskOptions(), 100, 100, [None], ImagePlane())
+    return script_for(spec)
+
+
+def test_replay_scripts_name_the_weights_of_every_source(tmp_path, weights_home, served) -> None:
+    from qpsam.weights import CATALOG, packaged_weights, register_weights
+
+    mobile = packaged_weights("vit_t")
+    if mobile is None:
+        pytest.skip("no packaged MobileSAM weights here")
+    folder, base = served
+    (folder / "mobile_sam.pt").write_bytes(mobile.read_bytes())
+    url = f"{base}/mobile_sam.pt"
+    local = tmp_path / "my-weights.pt"
+    local.write_bytes(mobile.read_bytes())
+
+    assert f".checkpointUrl('{url}')" in _script(EngineSpec("vit_t", url))  # a URL
+    catalog = CATALOG["vit_b_lm"].url
+    assert f".checkpointUrl('{catalog}')" in _script(EngineSpec("vit_b", "vit_b_lm"))  # a catalog name
+    record = register_weights("vit_t", "from-url", url)  # downloaded over HTTP
+    assert f".checkpointUrl('{url}')" in _script(EngineSpec("vit_t", "from-url"))  # a registered name
+    assert f".checkpointUrl('{url}')" in _script(EngineSpec("vit_t", str(record.path)))  # its file
+    register_weights("vit_t", "from-file", local)
+    for weights in ("from-file", str(local)):  # a local file with no URL: said, not silently dropped
+        text = _script(EngineSpec("vit_t", weights))
+        assert ".checkpointUrl" not in text
+        assert "// WARNING: the run used its own weights, which this script does not pass on" in text
+        assert "server's default vit_t weights" in text
+    default = _script(EngineSpec("vit_t"))  # the default weights are the server's default too
+    assert ".checkpointUrl" not in default and "WARNING" not in default
+
+
+def test_a_run_with_local_weights_warns_and_records_it(tmp_path, nuclei, weights_home, capsys, qupath_check) -> None:
+    from qpsam.weights import packaged_weights
+
+    mobile = packaged_weights("vit_t")
+    if mobile is None:
+        pytest.skip("no packaged MobileSAM weights here")
+    local = tmp_path / "my-weights.pt"
+    local.write_bytes(mobile.read_bytes())
+    project = make_project(tmp_path, nuclei, n_prompts=1)
+    groovy = tmp_path / "run.groovy"
+    assert main(["detect", str(project), *ENGINE_ARGS, "--weights", str(local), "--groovy", str(groovy)]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: weights {local} are a local file with no URL" in out
+    assert "// WARNING: the run used its own weights" in groovy.read_text()
+    (record,) = history.read(project)
+    assert "local file with no URL" in record.params["weights_note"] and record.params["weights_url"] is None
+    qupath_check(project)

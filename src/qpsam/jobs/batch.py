@@ -106,6 +106,9 @@ def run_batch(
                 if change.specs:
                     from qpsam.jobs.scripts import combined_script
 
+                    for note in {getattr(s, "weights_note", None) for s in change.specs} - {None}:
+                        if note not in report.warnings:
+                            report.warnings.append(note)
                     entry.groovy = combined_script(change.specs)
         except Exception as exc:  # noqa: BLE001 - one image's failure must not stop the run
             if debug:

@@ -38,6 +38,7 @@ class RunReport:
     started: float = field(default_factory=time.time)
     seconds: float = 0.0
     error: str | None = None  # the run as a whole did nothing a user asked for
+    warnings: list[str] = field(default_factory=list)  # e.g. replay scripts that cannot name the run's weights
 
     @property
     def failed(self) -> list[ImageReport]:
@@ -58,6 +59,8 @@ class RunReport:
                 text += f"\n  skipped: {r.image}: {r.reason}"
         for r in self.failed:
             text += f"\n  failed: {r.image}: {r.error}"
+        for warning in self.warnings:
+            text += f"\nwarning: {warning}"
         if self.error:
             text += f"\n  {self.error}"
         return text
