@@ -376,3 +376,47 @@ def test_a_run_with_local_weights_warns_and_records_it(tmp_path, nuclei, weights
     (record,) = history.read(project)
     assert "local file with no URL" in record.params["weights_note"] and record.params["weights_url"] is None
     qupath_check(project)
+
+
+# ------------------------------------------------------------------------------------------------ item 5
+
+
+def test_a_one_point_multipoint_saves_as_qupath_writes_it(tmp_path, qupath_check) -> None:
+    from shapely.geometry import MultiPoint, Point
+
+    image = tmp_path / "a.tif"
+    tifffile.imwrite(image, np.zeros((64, 64), np.uint8))
+    one = PathObject(MultiPoint([(5.5, 7.25)]), path_class=PathClass("Seed"))
+    two = PathObject(MultiPoint([(10, 10), (20, 30)]))
+    with open_project(tmp_path / "p", "x", backend="native") as project:
+        project.add_image(image).add_objects([one, two])
+    (objects,) = objects_of(tmp_path / "p").values()
+    by_id = {o.id: o for o in objects}
+    assert by_id[one.id].geometry.equals(Point(5.5, 7.25)) and by_id[one.id].roi_kind == "points"
+    assert len(by_id[two.id].geometry.geoms) == 2
+    qupath_check(tmp_path / "p", {1: objects})
+
+
+def test_a_failed_save_in_a_create_mode_leaves_no_half_project(tmp_path) -> None:
+    from qpsam.errors import ProjectError
+
+    image = tmp_path / "a.tif"
+    tifffile.imwrite(image, np.zeros((64, 64), np.uint8))
+    twice = PathObject(box(1, 1, 9, 9))
+    with pytest.raises(ProjectError, match="appears twice"):
+        with open_project(tmp_path / "new", "x", backend="native") as project:
+            project.add_image(image).add_objects([twice, twice])
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()  # a folder that was there stays, empty
+    with pytest.raises(RuntimeError):
+        with open_project(tmp_path / "empty", "a", backend="native") as project:
+            project.add_image(image)
+            raise RuntimeError("the user's code failed")
+    assert list((tmp_path / "empty").iterdir()) == []
+    # a project saved whole is kept when a later save fails
+    with open_project(tmp_path / "kept", "x", backend="native") as project:
+        project.add_image(image)
+    with pytest.raises(ProjectError):
+        with open_project(tmp_path / "kept", "r+", backend="native") as project:
+            project.images[0].add_objects([twice, twice])
+    assert len(objects_of(tmp_path / "kept")) == 1
