@@ -222,7 +222,8 @@ def test_automask_clips_to_the_region_annotation_unless_told_not_to(tmp_path, nu
     project = make_project(tmp_path, nuclei, n_prompts=0)
     tissue = Point(96, 96).buffer(60)  # its outline crosses many nuclei
     add_objects(project, [PathObject(tissue, path_class=TISSUE)])
-    args = ["automask", str(project), *ENGINE_ARGS, "--points-per-side", "6", "--region", "annotation:Tissue"]
+    args = ["automask", str(project), *ENGINE_ARGS, "--points-per-side", "8", "--pred-iou-thresh", "0.8",
+            "--stability-score-thresh", "0.85", "--region", "annotation:Tissue"]
     assert main([*args, "--class", "Clipped"]) == 0
     assert main([*args, "--class", "Whole", "--no-clip"]) == 0
     objects = objects_of(project)["crop0.tif"]

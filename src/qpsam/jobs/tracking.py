@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from qpsam.errors import JobError
 from qpsam.geometry import Region, mask_to_geometry
 from qpsam.jobs.batch import Change, ImageProgress, Target, run_batch
-from qpsam.jobs.detect import QUALITY
+from qpsam.jobs.detect import QUALITY, DetectOptions, describe_prompts
 from qpsam.jobs.executors import EngineSpec, engine_for
 from qpsam.jobs.report import RunReport
 from qpsam.objects import ImagePlane, ObjectType, PathObject, walk
@@ -190,5 +190,6 @@ def track(project: Any, images: Sequence[str] | None = None, *, engine: Any = En
     with project_targets(project, images) as targets:
         for target in targets:  # every image's planes are checked before the model loads
             _check_planes(target, axis, stop)
-        out = run_batch("track", params, targets, work, resume=resume, progress=progress, debug=debug)
+        out = run_batch("track", params, targets, work, resume=resume, progress=progress, debug=debug,
+                        inputs=lambda objects: describe_prompts(objects, DetectOptions()))
     return _finish(out, report, groovy)
