@@ -290,6 +290,29 @@ def test_tiled_automask_gives_the_untiled_objects_with_none_cut_at_seams(mobile_
         assert best.intersection(g).area / best.union(g).area >= 0.9, f"untiled object at {g.bounds} not matched"
 
 
+def test_merge_keeps_the_whole_mask_of_the_tile_core_and_no_seam_pieces() -> None:
+    """The seam case without a model: tiles [0, 256] and [192, 448] of a 448 x 256 area, seam pieces at x = 192."""
+    from shapely.geometry import Point
+
+    from qpsam.jobs.automask import Piece, merge_pieces, plan_tiles, tile_cores
+
+    tiles = plan_tiles((0, 0, 448, 256), 256, 64)
+    cores = tile_cores(tiles, (0, 0, 448, 256))
+    assert [t.bounds[0] for t in tiles] == [0, 192] and [c[0] for c in cores] == [0, 224]
+    assert [c[2] for c in cores] == [224, 448]  # the cores meet halfway into the overlap
+    cell = Point(205, 100).buffer(10)  # whole in both tiles, centred in the first tile's core
+    seen_a, seen_b = cell, cell.buffer(0.6)
+    seam_piece = Point(195, 200).buffer(30).intersection(box(192, 0, 448, 256))  # cut, nothing whole covers it
+    blob = Point(195, 100).buffer(40).intersection(box(192, 0, 448, 256))  # a seam piece over the cell
+    pieces = [Piece(seen_a, 0.90, False, True), Piece(seen_b, 0.95, False, False),
+              Piece(blob, 0.99, True, True), Piece(seam_piece, 0.97, True, True)]
+    merged = merge_pieces(pieces)
+    assert merged[0].geometry.equals(seen_a)  # the core's own view wins over a better-scored duplicate
+    for i, a in enumerate(merged):
+        for b in merged[i + 1:]:
+            assert a.geometry.intersection(b.geometry).area < 1e-6
+
+
 # ------------------------------------------------------------------------------------------------ item 1
 
 
