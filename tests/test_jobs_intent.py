@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 from shapely.geometry import box
-from test_jobs_project import make_project, objects_of
+from test_jobs_project import NUCLEUS, make_project, objects_of
 
 from qpsam import geojson, history
 from qpsam.cli import main
@@ -78,7 +78,7 @@ def test_resume_runs_images_whose_prompts_changed(tmp_path, nuclei, capsys, qupa
     assert "0 image(s) done, 1 skipped" in out and "crop1.tif: done before with the same parameters" in out
 
     new = tmp_path / "new-rectangles.geojson"
-    geojson.write(new, [PathObject(box(40, 40, 70, 70), path_class=PathClass("Nucleus"))])
+    geojson.write(new, [PathObject(box(40, 40, 70, 70), path_class=NUCLEUS)])
     assert main(["import", str(project), new.as_posix(), "--image", "crop1.tif", "--replace",
                  "--backend", "native"]) == 0
     capsys.readouterr()
@@ -100,7 +100,7 @@ def test_resume_with_kept_prompts_skips_the_same_prompts_and_runs_changed_ones(t
     assert main(args) == 0 and "0 image(s) done, 1 skipped" in capsys.readouterr().out
     with open_project(project, "r+", backend="native") as p:
         entry = p.images[0]
-        entry.add_objects([PathObject(box(100, 100, 120, 125), path_class=PathClass("Nucleus"))])
+        entry.add_objects([PathObject(box(100, 100, 120, 125), path_class=NUCLEUS)])
         p.save()
     assert main(args) == 0 and "1 image(s) done, 0 skipped" in capsys.readouterr().out
 
@@ -204,7 +204,7 @@ def test_automask_and_detect_on_the_plane_asked_for_in_a_time_series(tmp_path, n
     from qpsam.geometry import mask_to_geometry
 
     truth = mask_to_geometry(labels == np.unique(labels)[5])
-    add_objects(project, [PathObject(box(*truth.bounds), path_class=PathClass("Nucleus"), plane=ImagePlane(t=2))])
+    add_objects(project, [PathObject(box(*truth.bounds), path_class=NUCLEUS, plane=ImagePlane(t=2))])
     groovy = tmp_path / "detect.groovy"
     assert main(["detect", str(project), *ENGINE_ARGS, "--prompts", "class:Nucleus", "--groovy", str(groovy)]) == 0
     (found,) = [o for o in objects_of(project)["stack-t.ome.tif"] if o.class_name == "Nucleus"]
@@ -217,10 +217,12 @@ def test_automask_and_detect_on_the_plane_asked_for_in_a_time_series(tmp_path, n
 
 
 def test_automask_clips_to_the_region_annotation_unless_told_not_to(tmp_path, nuclei, capsys, qupath_check) -> None:
-    from shapely.geometry import Point
+    from shapely.geometry import Polygon
 
     project = make_project(tmp_path, nuclei, n_prompts=0)
-    tissue = Point(96, 96).buffer(60)  # its outline crosses many nuclei
+    # an octagon whose outline crosses many nuclei; whole-pixel vertices and 45-degree sides cut pixel outlines at
+    # whole pixels (QuPath 0.6+ reads arbitrary fractions back a few thousandths of a pixel apart)
+    tissue = Polygon([(56, 36), (136, 36), (156, 56), (156, 136), (136, 156), (56, 156), (36, 136), (36, 56)])
     add_objects(project, [PathObject(tissue, path_class=TISSUE)])
     args = ["automask", str(project), *ENGINE_ARGS, "--points-per-side", "8", "--pred-iou-thresh", "0.8",
             "--stability-score-thresh", "0.85", "--region", "annotation:Tissue"]
