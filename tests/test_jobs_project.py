@@ -19,6 +19,8 @@ from shapely.geometry import box
 from qpsam import history
 from qpsam.cli import main
 from qpsam.jobs import QUALITY, DetectOptions, EngineSpec, detect
+from qpsam.jobs.batch import image_key
+from qpsam.jobs.detect import describe_prompts
 from qpsam.objects import PathClass, PathObject
 from qpsam.project import open_project
 
@@ -64,7 +66,9 @@ def test_detect_from_python_writes_objects_history_groovy_report_and_preview(tmp
     assert all(o.path_class == NUCLEUS and o.name.startswith("SAM (Quality=") and QUALITY in o.measurements for o in after)
     assert (project / "data" / "1" / "data.qpdata.backup").is_file()  # the previous hierarchy is kept
     records = history.read(project)
-    assert [r.kind for r in records] == ["detect"] and records[0].run_key == report.params["run_key"]
+    # the image's key: the run's key with the prompts the run left (none: they were consumed)
+    key = image_key(report.params["run_key"], describe_prompts([], DetectOptions(names=True)))
+    assert [r.kind for r in records] == ["detect"] and records[0].run_key == key
     assert "SAMDetectionTask" in (tmp_path / "run.groovy").read_text()
     assert json.loads((tmp_path / "report.json").read_text())["images"][0]["status"] == "done"
     assert list((tmp_path / "preview").glob("*.png"))

@@ -154,6 +154,7 @@ class _RunSpec:
     model: str
     server_url: str = DEFAULT_SERVER_URL
     weights_url: str | None = None
+    weights_note: str | None = None  # why the script names no weights although the run used its own
     verify_ssl: bool = False
     set_name: bool = True
     random_color: bool = True
@@ -462,6 +463,12 @@ def _connection(spec: _RunSpec) -> list[str]:
     ]
 
 
+def _weights_comment(spec: _RunSpec) -> list[str]:
+    if not spec.weights_note:
+        return []
+    return ["//", f"// WARNING: the run used its own weights, which this script does not pass on: {_comment(spec.weights_note)}"]
+
+
 def _weights(spec: _RunSpec) -> list[str]:
     # Without a weights URL the builder's default (null) lets the server use its default weights.
     return [] if spec.weights_url is None else [f".checkpointUrl({string(spec.weights_url, 'weights URL')})"]
@@ -526,6 +533,7 @@ def detection_script(spec: DetectionSpec) -> str:
     ]
     if spec.is_sam3:
         lines = _header(f"qpsam detection: SAM3, {len(spec.prompts)} positive and {len(spec.background)} negative boxes")
+        lines += _weights_comment(spec)
         lines += _object_list("positiveBboxes", spec.prompts)
         lines += _object_list("negativeBboxes", spec.background)
         # The server needs text_prompt even for boxes only: an empty text is what the extension's window sends.
@@ -539,6 +547,7 @@ def detection_script(spec: DetectionSpec) -> str:
         lines += _builder("SAM3DetectionTask", methods)
     else:
         lines = _header(f"qpsam detection: {spec.model}, {len(spec.prompts)} prompts")
+        lines += _weights_comment(spec)
         lines += _object_list("foregroundObjects", spec.prompts)
         lines += _object_list("backgroundObjects", spec.background)
         methods = common + [
@@ -556,6 +565,7 @@ def automask_script(spec: AutomaskSpec) -> str:
         raise ScriptError(f"automask_script needs an AutomaskSpec, got {type(spec).__name__}")
     p = spec.params
     lines = _header(f"qpsam automask: {spec.model}")
+    lines += _weights_comment(spec)
     lines.append(f"var clearCurrentObjects = {boolean(spec.clear_current_objects)}")
     methods = [
         f".regionRequest({_region(spec.region)})",
@@ -656,6 +666,7 @@ def sequence_script(spec: SequenceSpec) -> str:
     for p in spec.prompts:
         by_frame.setdefault(p.frame - spec.start, {}).setdefault(p.obj_id, []).append(p)
     lines = _header(f"qpsam tracking: {spec.model} over {spec.axis} = {spec.start}..{spec.end}")
+    lines += _weights_comment(spec)
     lines += [f"var fromIndex = {integer(spec.start, 'start')}", f"var toIndex = {integer(spec.end, 'end')}"]
     lines.append("var objs = [")
     frames = sorted(by_frame)
@@ -774,6 +785,7 @@ def describe(spec: Spec) -> dict:
         "server_url": spec.server_url,
         "model": spec.model,
         "weights_url": spec.weights_url,
+        "weights_note": spec.weights_note,
         "verify_ssl": spec.verify_ssl,
         "region": _describe_region(spec.region),
         "set_name": spec.set_name,

@@ -714,3 +714,60 @@ def _name_from_url(url: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._+-]", "_", stem).lstrip("._-+") or "weights"
     return stem[:100]
 
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where weights came from, for a replay script: ``url`` for qupath-extension-sam's ``checkpointUrl``, or
+    None with a ``note`` saying why the script cannot name them (None and no note: the server's default)."""
+
+    url: str | None
+    note: str | None = None
+
+
+def weights_source(model_type: str, weights: str | os.PathLike[str] | None = None) -> WeightsSource:
+    """The URL that ``weights`` (as :func:`resolve_weights` takes them) came from, without downloading anything.
+
+    A URL is itself; a catalog name gives its catalog URL; a registered name, or a file that is a registered
+    one's, gives the URL it was registered from. A local file with no URL gives a note instead.
+    """
+    info = check_model_type(model_type)
+    no_url = ("the replay script cannot name them, so qupath-extension-sam will use its server's default "
+              f"{info.type} weights; register them from a URL (qpsam weights register) or pass --weights as a URL")
+    if weights is None or str(weights) == "default":
+        try:
+            env = _env_weights(info.type) if weights is None else None
+        except WeightsError:
+            env = None
+        if env is not None:
+            return WeightsSource(None, f"weights {env} come from QPSAM_WEIGHTS, a local file with no URL: {no_url}")
+        record = find_weights(info.type, "default")
+        if record is None or record.source == info.url:
+            return WeightsSource(None)
+        return _record_source(record, no_url)
+    value = str(weights)
+    if _is_url(value):
+        return WeightsSource(value)
+    path = Path(value).expanduser()
+    if path.is_file():
+        resolved = path.resolve()
+        for record in list_weights(info.type):
+            if record.path.resolve() == resolved or record.source == str(resolved):
+                return _record_source(record, no_url)
+        packaged = packaged_weights(info.type) if info.type in _PACKAGED else None
+        if packaged is not None and packaged.resolve() == resolved:
+            return WeightsSource(info.url)
+        return WeightsSource(None, f"weights {path} are a local file with no URL: {no_url}")
+    record = find_weights(info.type, value)
+    if record is not None:
+        return _record_source(record, no_url)
+    entry = CATALOG.get(value)
+    if entry is not None and entry.type == info.type:
+        return WeightsSource(entry.url)
+    return WeightsSource(None, f"weights {value!r} are not known here: {no_url}")
+
+
+def _record_source(record: WeightsRecord, no_url: str) -> WeightsSource:
+    if _is_url(record.source):
+        return WeightsSource(record.source)
+    return WeightsSource(None, f"weights {record.name!r} were registered from the local file {record.source}, "
+                               f"with no URL: {no_url}")

@@ -12,8 +12,9 @@ OUTPUTS = ["single", "multi-all", "multi-largest", "multi-smallest", "multi-best
 
 def _engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--model", "model", default="vit_t", show_default=True,
-                     help="Model type: vit_h, vit_l, vit_b, vit_t, sam2_t, sam2_s, sam2_bp, sam2_l, sam3."),
+        click.option("--model", "model", default=None,
+                     help="Model type: vit_h, vit_l, vit_b, vit_t, sam2_t, sam2_s, sam2_bp, sam2_l, sam3 "
+                          "[default: vit_t; sam2_t for track]."),
         click.option("--weights", default=None, help="Weights: a registered or catalog name, a file or a URL."),
         click.option("--server", default=None, help="Run on a samapi-compatible server at this URL instead of locally."),
         click.option("--token", envvar="QPSAM_TOKEN", default=None, help="Bearer token for --server (or QPSAM_TOKEN)."),
@@ -53,11 +54,11 @@ def _batch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _common(kwargs: dict[str, Any]) -> dict[str, Any]:
+def _common(kwargs: dict[str, Any], default_model: str = "vit_t") -> dict[str, Any]:
     from qpsam.jobs.executors import EngineSpec
 
-    engine = EngineSpec(kwargs.pop("model"), kwargs.pop("weights"), kwargs.pop("device"), kwargs.pop("engine"),
-                        kwargs.pop("server"), kwargs.pop("token"), precision=kwargs.pop("precision"))
+    engine = EngineSpec(kwargs.pop("model") or default_model, kwargs.pop("weights"), kwargs.pop("device"),
+                        kwargs.pop("engine"), kwargs.pop("server"), kwargs.pop("token"), precision=kwargs.pop("precision"))
     images = list(kwargs.pop("images")) or None
     if kwargs.pop("all_images") and images:
         raise click.UsageError("give either --image or --all, not both")
@@ -141,6 +142,12 @@ def _parse_region(text: str) -> Any:
 @_batch_options
 @_engine_options
 @click.option("--region", default="full", show_default=True, help="full, annotation:CLASS (inside annotations of a class) or x,y,w,h.")
+@click.option("--clip/--no-clip", default=True, show_default=True,
+              help="With annotation:CLASS, cut objects at the annotation's outline (else keep them whole).")
+@click.option("--z", "z", default=0, show_default=True, type=click.IntRange(min=0),
+              help="z-slice to segment (with annotation:CLASS, each annotation's own plane is used).")
+@click.option("--t", "t", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Time point to segment (with annotation:CLASS, each annotation's own plane is used).")
 @click.option("--points-per-side", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--points-per-batch", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--pred-iou-thresh", default=0.88, show_default=True, type=click.FloatRange(0, 1))
@@ -170,12 +177,16 @@ def automask_command(ctx: click.Context, **kwargs: Any) -> None:
     from qpsam.jobs.automask import AutomaskOptions
 
     common = _common(kwargs)
+    from qpsam.objects import ImagePlane
+
     region = _parse_region(kwargs.pop("region"))
+    plane = ImagePlane(-1, kwargs.pop("z"), kwargs.pop("t"))
     param_names = [f for f in AutomaskParams.__dataclass_fields__]
     params = AutomaskParams(**{k: kwargs.pop(k) for k in param_names})
     channels = kwargs.pop("channels")
     options = AutomaskOptions(params=params, **kwargs)
-    report = _run(automask, options=options, region=region, channels=channels, debug=_debug(ctx), **common)
+    report = _run(automask, options=options, region=region, plane=plane, channels=channels, debug=_debug(ctx),
+                  **common)
     _finish(ctx, report)
 
 
@@ -191,8 +202,9 @@ def automask_command(ctx: click.Context, **kwargs: Any) -> None:
 def track_command(ctx: click.Context, **kwargs: Any) -> None:
     """Propagate prompts through z or t with the SAM2 (or SAM3) video predictor: one object id per track."""
     from qpsam.jobs import track
+    from qpsam.jobs.tracking import DEFAULT_TRACK_MODEL
 
-    common = _common(kwargs)
+    common = _common(kwargs, DEFAULT_TRACK_MODEL)
     if kwargs["stop"] < kwargs["start"]:
         raise click.BadParameter("--to must be >= --from", param_hint="--to")
     report = _run(track, steps=False, debug=_debug(ctx), **kwargs, **common)

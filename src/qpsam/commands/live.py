@@ -30,7 +30,7 @@ def _gateway_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _engine_spec(kwargs: dict[str, Any]) -> Any:
     from qpsam.jobs.executors import EngineSpec
 
-    return EngineSpec(kwargs.pop("model"), kwargs.pop("weights"), kwargs.pop("device"), kwargs.pop("engine"),
+    return EngineSpec(kwargs.pop("model") or "vit_t", kwargs.pop("weights"), kwargs.pop("device"), kwargs.pop("engine"),
                       kwargs.pop("server"), kwargs.pop("token"), precision=kwargs.pop("precision"))
 
 

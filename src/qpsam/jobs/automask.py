@@ -1,9 +1,11 @@
 """Automatic masks over large images: tiles with overlap, merged so that one cell is one object.
 
-Each tile is segmented on its own. A mask that touches a side the tile shares with a neighbour may be cut by the
-tile border; masks that are not cut are deduplicated across tiles (the same cell seen in the overlap of two tiles),
-and cut pieces that no whole mask covers are joined with the overlapping pieces from neighbouring tiles. With an
-overlap larger than the objects, every object is whole in at least one tile.
+Each tile is segmented on its own. The tiles' cores partition the area (each core reaches halfway into the overlap
+with each neighbour), and a mask that lies whole in its tile with its centre in that tile's core is the object's
+own version, as in micro-sam's and StarDist's tiling: with an overlap larger than the objects, every object has
+one. Other whole masks come next (a neighbour may have missed the object), then pieces cut by a tile side, joined
+with the overlapping pieces of neighbouring tiles. A mask that repeats one already kept is dropped, and a mask that
+overlaps kept ones loses the overlap (and is dropped when little is left), so no two objects overlap.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from qpsam.jobs.executors import EngineSpec, Executor, LocalExecutor, engine_for
 from qpsam.jobs.sources import ImageSource
 from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathClass, PathObject
 
-__all__ = ["AutomaskOptions", "Piece", "automask_region", "automask_tile", "merge_pieces", "plan_tiles", "tile_pieces"]
+__all__ = ["AutomaskOptions", "Piece", "automask_region", "automask_tile", "merge_pieces", "plan_tiles", "tile_cores",
+           "tile_pieces"]
 
 Progress = Callable[[int, int], None]
 
@@ -44,6 +47,7 @@ class AutomaskOptions:
     duplicate_iou: float = 0.5
     backend: str = "auto"  # how the project is opened: native, paquo (QuPath) or auto
     keep_version: bool | None = None  # paquo: keep a project's QuPath version (see open_project)
+    clip: bool = True  # objects of an area annotation are cut at its outline (else kept whole if centred inside)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "object_type", ObjectType(self.object_type))
@@ -63,16 +67,19 @@ class AutomaskOptions:
         params["output"] = self.params.output.value
         return {"params": params, "tile_size": self.tile_size, "overlap": self.overlap,
                 "downsample": self.downsample, "object_type": self.object_type.value,
-                "path_class": self.path_class, "min_area": self.min_area, "simplify": self.simplify}
+                "path_class": self.path_class, "min_area": self.min_area, "simplify": self.simplify,
+                "clip": self.clip}
 
 
 @dataclass(frozen=True)
 class Piece:
-    """One mask of one tile, in image coordinates; ``cut`` when it touches a side shared with another tile."""
+    """One mask of one tile, in image coordinates; ``cut`` when it touches a side shared with another tile,
+    ``centred`` when its centre lies in its tile's core."""
 
     geometry: Polygon | MultiPolygon
     score: float
     cut: bool
+    centred: bool = True
 
 
 def plan_tiles(bounds: tuple[float, float, float, float], tile_size: int, overlap: int, downsample: float = 1.0,
@@ -93,6 +100,38 @@ def plan_tiles(bounds: tuple[float, float, float, float], tile_size: int, overla
             for y in starts(y0, y1) for x in starts(x0, x1)]
 
 
+def tile_cores(tiles: Sequence[Region], all_bounds: tuple[float, float, float, float]
+               ) -> list[tuple[float, float, float, float]]:
+    """Each tile's core: the tile less half of each overlap with a neighbour; the cores partition the area."""
+    ax0, ay0, ax1, ay1 = all_bounds
+
+    def edges(spans: set[tuple[float, float]], lo: float, hi: float) -> dict[tuple[float, float], tuple[float, float]]:
+        ordered = sorted(spans)
+        out = {}
+        for i, (a, b) in enumerate(ordered):
+            left = lo if i == 0 else (ordered[i - 1][1] + a) / 2
+            right = hi if i == len(ordered) - 1 else (b + ordered[i + 1][0]) / 2
+            out[(a, b)] = (left, right)
+        return out
+
+    xs = edges({(t.bounds[0], t.bounds[2]) for t in tiles}, ax0, ax1)
+    ys = edges({(t.bounds[1], t.bounds[3]) for t in tiles}, ay0, ay1)
+    cores = []
+    for t in tiles:
+        x0, y0, x1, y1 = t.bounds
+        (cx0, cx1), (cy0, cy1) = xs[(x0, x1)], ys[(y0, y1)]
+        cores.append((cx0, cy0, cx1, cy1))
+    return cores
+
+
+def _in_core(geometry: BaseGeometry, core: tuple[float, float, float, float] | None) -> bool:
+    if core is None:
+        return True
+    x0, y0, x1, y1 = geometry.bounds
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2  # the bounding box's centre: the same for two views of one object
+    return core[0] <= cx < core[2] and core[1] <= cy < core[3]
+
+
 def _inner_sides(tile: Region, all_bounds: tuple[float, float, float, float]) -> list[BaseGeometry]:
     """The tile's sides that lie inside the processed area (where a neighbour continues the image)."""
     x0, y0, x1, y1 = tile.bounds
@@ -111,8 +150,9 @@ def _inner_sides(tile: Region, all_bounds: tuple[float, float, float, float]) ->
 
 
 def tile_pieces(masks: Sequence, tile: Region, all_bounds: tuple[float, float, float, float],
-                min_area: float = 0.0, simplify: float | None = None) -> list[Piece]:
-    """Masks of one tile as :class:`Piece` objects in image coordinates."""
+                min_area: float = 0.0, simplify: float | None = None,
+                core: tuple[float, float, float, float] | None = None) -> list[Piece]:
+    """Masks of one tile as :class:`Piece` objects in image coordinates (``core``: see :func:`tile_cores`)."""
     sides = _inner_sides(tile, all_bounds)
     pieces = []
     for mask in masks:
@@ -120,7 +160,7 @@ def tile_pieces(masks: Sequence, tile: Region, all_bounds: tuple[float, float, f
         if geometry is None:
             continue
         cut = any(geometry.intersects(side) and geometry.intersection(side).area > 0 for side in sides)
-        pieces.append(Piece(geometry, float(mask.score), cut))
+        pieces.append(Piece(geometry, float(mask.score), cut, _in_core(geometry, core)))
     return pieces
 
 
@@ -130,18 +170,14 @@ def _iou(a: BaseGeometry, b: BaseGeometry) -> float:
 
 
 def merge_pieces(pieces: Sequence[Piece], duplicate_iou: float = 0.5) -> list[Piece]:
-    """Whole masks deduplicated across tiles, plus cut pieces joined where no whole mask covers them."""
-    whole = sorted((p for p in pieces if not p.cut), key=lambda p: (-p.score, -p.geometry.area))
+    """One object per object seen by the tiles, no two overlapping (see the module's description)."""
+    def order(group: Sequence[Piece]) -> list[Piece]:
+        return sorted(group, key=lambda p: (-p.score, -p.geometry.area))
+
+    whole = [p for p in pieces if not p.cut]
     kept: list[Piece] = []
-    for piece in whole:
-        if kept:
-            tree = STRtree([k.geometry for k in kept])
-            hits = tree.query(piece.geometry, predicate="intersects")
-            if any(_iou(piece.geometry, kept[i].geometry) > duplicate_iou
-                   or piece.geometry.intersection(kept[i].geometry).area > 0.8 * min(piece.geometry.area, kept[i].geometry.area)
-                   for i in hits):
-                continue
-        kept.append(piece)
+    _place_all(order([p for p in whole if p.centred]) + order([p for p in whole if not p.centred]), kept,
+               duplicate_iou)
     cut = [p for p in pieces if p.cut]
     if not cut:
         return kept
@@ -150,8 +186,9 @@ def merge_pieces(pieces: Sequence[Piece], duplicate_iou: float = 0.5) -> list[Pi
     for piece in cut:
         if kept_tree is not None:
             hits = kept_tree.query(piece.geometry, predicate="intersects")
-            if any(piece.geometry.intersection(kept[i].geometry).area > 0.5 * piece.geometry.area for i in hits):
-                continue
+            covered = sum(piece.geometry.intersection(kept[i].geometry).area for i in hits)
+            if covered > 0.5 * piece.geometry.area:
+                continue  # a piece of an object kept whole
         uncovered.append(piece)
     # Join cut pieces that overlap (connected components over the overlap graph).
     tree = STRtree([p.geometry for p in uncovered])
@@ -170,19 +207,56 @@ def merge_pieces(pieces: Sequence[Piece], duplicate_iou: float = 0.5) -> list[Pi
     groups: dict[int, list[Piece]] = {}
     for i, piece in enumerate(uncovered):
         groups.setdefault(find(i), []).append(piece)
+    joined = []
     for members in groups.values():
-        geometry = unary_union([m.geometry for m in members])
-        if isinstance(geometry, (Polygon, MultiPolygon)) and not geometry.is_empty:
-            kept.append(Piece(geometry, max(m.score for m in members), cut=False))
+        geometry = _polygonal(unary_union([m.geometry for m in members]))
+        if geometry is not None:
+            joined.append(Piece(geometry, max(m.score for m in members), cut=False))
+    _place_all(order(joined), kept, duplicate_iou)
     return kept
+
+
+def _place_all(candidates: Sequence[Piece], kept: list[Piece], duplicate_iou: float) -> None:
+    """Add ``candidates`` (best first) to ``kept``: repeats of a kept object are dropped, overlaps cut away."""
+    if not candidates:
+        return
+    tree = STRtree([c.geometry for c in candidates] + [k.geometry for k in kept])
+    final: dict[int, BaseGeometry] = {len(candidates) + i: k.geometry for i, k in enumerate(kept)}
+    for i, piece in enumerate(candidates):
+        geometry = piece.geometry
+        others = [final[int(j)] for j in tree.query(geometry, predicate="intersects") if int(j) in final]
+        overlaps = [o for o in others if geometry.intersection(o).area > 0]
+        if any(_iou(geometry, o) > duplicate_iou
+               or geometry.intersection(o).area > 0.8 * min(geometry.area, o.area) for o in overlaps):
+            continue  # the same object, or one nested in the other
+        if overlaps:
+            rest = _polygonal(geometry.difference(unary_union(overlaps)))
+            if rest is None or rest.area < 0.5 * geometry.area:
+                continue
+            if isinstance(rest, MultiPolygon):  # slivers left by the cut are not the object
+                rest = max(rest.geoms, key=lambda g: g.area)
+            geometry = rest
+        final[i] = geometry
+        kept.append(Piece(geometry, piece.score, False, piece.centred))
+
+
+def _polygonal(geometry: BaseGeometry) -> Polygon | MultiPolygon | None:
+    """The areas of a clipped shape (an intersection may add lines and points where outlines touch)."""
+    if isinstance(geometry, (Polygon, MultiPolygon)):
+        return None if geometry.is_empty else geometry
+    parts = [g for g in getattr(geometry, "geoms", ()) if isinstance(g, (Polygon, MultiPolygon)) and not g.is_empty]
+    if not parts:
+        return None
+    merged = unary_union(parts)
+    return merged if isinstance(merged, (Polygon, MultiPolygon)) else None
 
 
 def automask_tile(engine: "Engine | EngineSpec", source: ImageSource, tile: Region, params: AutomaskParams,
                   bounds: tuple[float, float, float, float], min_area: float = 0.0,
-                  simplify: float | None = None) -> list[Piece]:
+                  simplify: float | None = None, core: tuple[float, float, float, float] | None = None) -> list[Piece]:
     """One unit of work: segment everything in one tile; runs in any process (see :func:`detect_window`)."""
     model = engine_for(engine) if isinstance(engine, EngineSpec) else engine
-    return tile_pieces(model.automask(source.read_region(tile), params), tile, bounds, min_area, simplify)
+    return tile_pieces(model.automask(source.read_region(tile), params), tile, bounds, min_area, simplify, core)
 
 
 def automask_region(
@@ -197,14 +271,17 @@ def automask_region(
 ) -> list[PathObject]:
     """Segment everything in ``bounds`` of an image (the whole image by default), tile by tile.
 
-    With ``within`` (e.g. the union of tissue annotations), only objects whose centroid lies inside it are kept.
+    With ``within`` (e.g. a tissue annotation), the objects that lie inside it are kept whole, and those whose
+    centre lies inside it are cut at its outline (``options.clip``, the default) or kept whole.
     """
     if bounds is None:
         bounds = (0.0, 0.0, float(source.width), float(source.height))
     x0, y0, x1, y1 = bounds
     bounds = (max(0.0, x0), max(0.0, y0), min(float(source.width), x1), min(float(source.height), y1))
     tiles = plan_tiles(bounds, options.tile_size, options.overlap, options.downsample, plane)
-    jobs = [(engine, source, tile, options.params, bounds, options.min_area, options.simplify) for tile in tiles]
+    cores = tile_cores(tiles, bounds)
+    jobs = [(engine, source, tile, options.params, bounds, options.min_area, options.simplify, core)
+            for tile, core in zip(tiles, cores)]
     results: list[list[Piece]] = [[] for _ in tiles]
     executor = executor or LocalExecutor()
     # an in-process engine that encodes several images per call (torch on a GPU) gets each group of tiles
@@ -228,8 +305,14 @@ def automask_region(
     path_class = PathClass(options.path_class) if options.path_class else None
     objects = []
     for piece in merged:
-        if within is not None and not within.contains(piece.geometry.representative_point()):
-            continue
-        objects.append(PathObject(piece.geometry, options.object_type, path_class=path_class,
+        geometry = piece.geometry
+        if within is not None:
+            if not within.contains(geometry.representative_point()):
+                continue
+            if options.clip and not within.contains(geometry):
+                geometry = _polygonal(geometry.intersection(within))
+                if geometry is None or geometry.area <= options.min_area:
+                    continue
+        objects.append(PathObject(geometry, options.object_type, path_class=path_class,
                                   measurements={QUALITY: piece.score}, plane=plane))
     return objects

@@ -16,9 +16,9 @@ from typing import Any, Callable, Iterable, Sequence
 from qpsam.errors import QpsamError
 from qpsam.jobs.report import ImageReport, RunReport
 from qpsam.jobs.sources import ImageSource
-from qpsam.objects import PathObject
+from qpsam.objects import PathObject, walk
 
-__all__ = ["Target", "Change", "run_key", "run_batch"]
+__all__ = ["Target", "Change", "Inputs", "image_key", "run_key", "run_batch"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Change:
     removed: tuple[Any, ...] = ()  # ids of objects to remove
     windows: int = 0
     specs: tuple[Any, ...] = ()  # qpsam.groovy specs that replay the change in QuPath
+    skipped: str | None = None  # why nothing ran on this image (nothing is committed or recorded then)
 
 
 @dataclass
@@ -49,6 +50,16 @@ def run_key(job: str, params: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def image_key(key: str, inputs: Any) -> str:
+    """The run key of one image: the run's key with what the job reads from that image (its prompts, say)."""
+    text = json.dumps({"run": key, "inputs": inputs}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: What a job reads from an image's objects (all of them, flat), as plain JSON values: part of the resume key.
+Inputs = Callable[[Sequence[PathObject]], Any]
+
+
 ImageProgress = Callable[[str, int, int], None]  # (image name, images done, images total)
 
 
@@ -60,34 +71,56 @@ def run_batch(
     resume: bool = False,
     progress: ImageProgress | None = None,
     debug: bool = False,
+    inputs: Inputs | None = None,
 ) -> RunReport:
-    """Run ``work`` on each target, commit its change, and report; a failing image is reported and skipped."""
+    """Run ``work`` on each target, commit its change, and report; a failing image is reported and skipped.
+
+    With ``inputs``, an image's key includes what the job reads from its objects as the run leaves them (prompts
+    removed or kept, results added): ``--resume`` then runs an image again when its prompts changed since.
+    """
     targets = list(targets)
     key = run_key(job, params)
     report = RunReport(job, dict(params, run_key=key))
     t_run = time.perf_counter()
+    ran = 0  # images done, failed or done before: anything but "nothing to run on"
     for i, target in enumerate(targets):
         t0 = time.perf_counter()
         entry = ImageReport(target.name)
         try:
-            if resume and target.done_before(key):
-                entry.status = "skipped"
+            objects = list(walk(target.objects())) if inputs else []
+            if resume and target.done_before(image_key(key, inputs(objects)) if inputs else key):
+                entry.status, entry.reason = "skipped", "done before with the same parameters" + (
+                    " and inputs" if inputs else "")
+                ran += 1
+            elif (change := work(target)).skipped:
+                entry.status, entry.reason = "skipped", change.skipped
             else:
-                change = work(target)
-                target.commit(change, key, params)
+                ran += 1
+                commit_key = key
+                if inputs:
+                    gone = {str(getattr(r, "id", r)) for r in change.removed}
+                    after = [o for o in objects if str(o.id) not in gone] + list(walk(change.added))
+                    commit_key = image_key(key, inputs(after))
+                target.commit(change, commit_key, params)
                 entry.added, entry.removed, entry.windows = len(change.added), len(change.removed), change.windows
                 if change.specs:
                     from qpsam.jobs.scripts import combined_script
 
+                    for note in {getattr(s, "weights_note", None) for s in change.specs} - {None}:
+                        if note not in report.warnings:
+                            report.warnings.append(note)
                     entry.groovy = combined_script(change.specs)
         except Exception as exc:  # noqa: BLE001 - one image's failure must not stop the run
             if debug:
                 raise
+            ran += 1
             entry.status = "failed"
             entry.error = str(exc) if isinstance(exc, QpsamError) else f"{type(exc).__name__}: {exc}"
         entry.seconds = round(time.perf_counter() - t0, 3)
         report.images.append(entry)
         if progress:
             progress(target.name, i + 1, len(targets))
+    if targets and not ran:
+        report.error = f"nothing ran: none of the {len(targets)} image(s) had anything for {job} to work on"
     report.seconds = round(time.perf_counter() - t_run, 3)
     return report

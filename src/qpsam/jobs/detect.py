@@ -17,7 +17,8 @@ from qpsam.jobs.windows import Window, plan_windows
 from qpsam.objects import ObjectType, PathClass, PathObject, walk
 from qpsam.prompts import PromptSet, prompts_from_objects, select_prompt_objects
 
-__all__ = ["DetectOptions", "ImageDetection", "detect_image", "detect_window", "QUALITY", "quality_name"]
+__all__ = ["DetectOptions", "ImageDetection", "detect_image", "detect_window", "QUALITY", "quality_name",
+           "describe_prompts", "missing_prompts"]
 
 #: The measurement holding SAM's predicted quality, spelt as the QuPath extension spells it.
 QUALITY = "SAM Quality"
@@ -104,11 +105,43 @@ def _random_color(rng: random.Random) -> tuple[int, int, int]:
 
 
 def _select(objects: Iterable[PathObject], options: DetectOptions) -> PromptSet:
-    found = select_prompt_objects(walk(objects), permit_lines=options.permit_lines)
+    # a flat list that holds children beside their parents gives each object once
+    unique = {id(o): o for o in walk(objects)}.values()
+    found = select_prompt_objects(unique, permit_lines=options.permit_lines)
     if options.prompts.startswith("class:"):
         wanted = options.prompts[len("class:"):]
         found = PromptSet(tuple(o for o in found.foreground if o.class_name == wanted), found.background)
     return found
+
+
+def _describe(obj: PathObject) -> list[object]:
+    plane = obj.plane
+    return [obj.roi_kind, obj.class_name, [plane.c, plane.z, plane.t], obj.geometry.wkt]
+
+
+def describe_prompts(objects: Sequence[PathObject], options: DetectOptions) -> list[object]:
+    """The prompts a detection reads from an image's objects (flat), as plain values: its ``--resume`` inputs.
+
+    Ids are left out: prompts read again with the same shapes are the same prompts.
+    """
+    found = _select(objects, options)
+    return [sorted(_describe(o) for o in found.foreground), sorted(_describe(o) for o in found.background)]
+
+
+def missing_prompts(objects: Sequence[PathObject], options: DetectOptions) -> str:
+    """Why an image has no prompt for ``options``: the prompt classes it does have, and a close match."""
+    import difflib
+
+    found = select_prompt_objects(walk(objects), permit_lines=options.permit_lines).foreground
+    if not options.prompts.startswith("class:"):
+        return "no prompt objects (rectangles, points or lines that are annotations) on this image"
+    wanted = options.prompts[len("class:"):]
+    classes = sorted({o.class_name or "Unclassified" for o in found})
+    if not classes:
+        return f"no prompts of class {wanted!r}: this image has no prompt objects at all"
+    close = difflib.get_close_matches(wanted, classes, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"no prompts of class {wanted!r} (prompt classes here: {', '.join(classes)}){hint}"
 
 
 Found = list[tuple[object, list[tuple[object, float]]]]

@@ -16,7 +16,7 @@ __all__ = ["ImageReport", "RunReport"]
 
 @dataclass
 class ImageReport:
-    """One image of a run: ``status`` is ``done``, ``skipped`` (``--resume``, nothing to do) or ``failed``."""
+    """One image of a run: ``status`` is ``done``, ``skipped`` (``reason`` says why) or ``failed``."""
 
     image: str
     status: str = "done"
@@ -26,6 +26,7 @@ class ImageReport:
     error: str | None = None
     windows: int = 0
     groovy: str | None = field(default=None, repr=False)
+    reason: str | None = None  # why it was skipped
 
 
 @dataclass
@@ -37,6 +38,8 @@ class RunReport:
     images: list[ImageReport] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     seconds: float = 0.0
+    error: str | None = None  # the run as a whole did nothing a user asked for
+    warnings: list[str] = field(default_factory=list)  # e.g. replay scripts that cannot name the run's weights
 
     @property
     def failed(self) -> list[ImageReport]:
@@ -44,7 +47,7 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and self.error is None
 
     def summary(self) -> str:
         """One line per status, for the end of a CLI run."""
@@ -52,8 +55,15 @@ class RunReport:
         skipped = sum(r.status == "skipped" for r in self.images)
         added = sum(r.added for r in self.images)
         text = f"{self.job}: {done} image(s) done, {skipped} skipped, {len(self.failed)} failed; {added} objects added"
+        for r in self.images:
+            if r.status == "skipped" and r.reason:
+                text += f"\n  skipped: {r.image}: {r.reason}"
         for r in self.failed:
             text += f"\n  failed: {r.image}: {r.error}"
+        for warning in self.warnings:
+            text += f"\nwarning: {warning}"
+        if self.error:
+            text += f"\n  {self.error}"
         return text
 
     def to_json(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from qpsam.errors import JobError
 from qpsam.jobs.automask import AutomaskOptions, automask_region, plan_tiles
 from qpsam.jobs.batch import Change, ImageProgress, Target, run_batch
 from qpsam.jobs.channels import parse_channels
-from qpsam.jobs.detect import DetectOptions, _select, detect_image
+from qpsam.jobs.detect import DetectOptions, _select, describe_prompts, detect_image, missing_prompts
 from qpsam.jobs.executors import EngineSpec, LocalExecutor, engine_for, make_executor
 from qpsam.jobs.report import RunReport
 from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathObject, walk
@@ -97,6 +97,8 @@ def detect(
     params = {**_spec_params(engine), **options.as_dict(), **_channel_params(chosen)}
 
     def work(target: Target) -> Change:
+        if not describe_prompts(list(walk(target.objects())), options)[0]:
+            return Change(skipped=missing_prompts(target.objects(), options))
         source = target.source()
         if options.concept:
             result, concept_specs = concept_image(model, engine, source, target.objects(), options,
@@ -117,7 +119,8 @@ def detect(
 
     with project_targets(project, images, chosen, backend=options.backend,
                          keep_version=options.keep_version) as targets:
-        out = run_batch("detect", params, targets, work, resume=resume, progress=progress, debug=debug)
+        out = run_batch("detect", params, targets, work, resume=resume, progress=progress, debug=debug,
+                        inputs=lambda objects: describe_prompts(objects, options))
     return _finish(out, report, groovy)
 
 
@@ -155,42 +158,64 @@ def automask(
 
     def work(target: Target) -> Change:
         source = target.source()
-        areas: list[tuple[Region4 | None, Any]] = []
-        if isinstance(region, str):
-            if not region.startswith("annotation:"):
-                raise JobError(f"region must be full, annotation:CLASS or x0,y0,x1,y1, got {region!r}")
-            name = region[len("annotation:"):]
-            found = [o for o in walk(target.objects()) if o.object_type is ObjectType.ANNOTATION
-                     and o.class_name == name and o.geometry.area > 0]
-            if not found:
-                raise JobError(f"image {target.name!r}: no area annotation of class {name!r} to restrict automask to")
-            areas = [(o.geometry.bounds, o.geometry) for o in found]
-        else:
-            areas = [(region, None)]
+        areas = automask_areas(target, region, plane)
         added: list[PathObject] = []
         steps = _steps(step_progress, target.name, "tile")
         counts = [len(plan_tiles(_clip(bounds, source), options.tile_size, options.overlap, options.downsample))
-                  for bounds, _ in areas] if steps else []
-        for k, (bounds, within) in enumerate(areas):
+                  for bounds, _, _ in areas] if steps else []
+        for k, (bounds, within, area_plane) in enumerate(areas):
             offset = sum(counts[:k])
             tiles = (lambda done, _t, o=offset: steps(o + done, sum(counts))) if steps else None
-            added += automask_region(model, source, bounds, options, plane, within, executor=ex, progress=tiles)
+            added += automask_region(model, source, bounds, options, area_plane, within, executor=ex,
+                                     progress=tiles)
         if preview:
-            shapes = [w if w is not None else _box(*_clip(b, source)) for b, w in areas]
-            _previews(preview, target, source, [_preview_region(source, b, plane) for b, _ in areas], added,
+            shapes = [w if w is not None else _box(*_clip(b, source)) for b, w, _ in areas]
+            _previews(preview, target, source, [_preview_region(source, b, p) for b, _, p in areas], added,
                       areas=shapes)
-        specs = automask_specs(engine, options, source.width, source.height, [b for b, _ in areas], plane)
+        specs = [spec for b, _, p in areas
+                 for spec in automask_specs(engine, options, source.width, source.height, [b], p)]
         return Change(tuple(added), (), len(areas), tuple(specs))
 
     with project_targets(project, images, chosen, backend=options.backend,
                          keep_version=options.keep_version) as targets:
-        out = run_batch("automask", params, targets, work, resume=resume, progress=progress, debug=debug)
+        out = run_batch("automask", params, targets, work, resume=resume, progress=progress, debug=debug,
+                        inputs=lambda objects: _area_inputs(objects, region))
     return _finish(out, report, groovy)
 
 
 def _clip(bounds: Region4 | None, source: Any) -> Region4:
     x0, y0, x1, y1 = bounds or (0, 0, source.width, source.height)
     return (max(0.0, x0), max(0.0, y0), min(float(source.width), x1), min(float(source.height), y1))
+
+
+Area = tuple["Region4 | None", Any, ImagePlane]
+
+
+def automask_areas(target: Target, region: Region4 | str | None, plane: ImagePlane) -> list[Area]:
+    """The areas an automask covers on one image: (bounds, shape to clip to or None, plane).
+
+    ``annotation:CLASS`` gives one area per area annotation of that class, on the annotation's own z and t;
+    otherwise the one area lies on ``plane``.
+    """
+    if not isinstance(region, str):
+        return [(region, None, plane)]
+    if not region.startswith("annotation:"):
+        raise JobError(f"region must be full, annotation:CLASS or x0,y0,x1,y1, got {region!r}")
+    name = region[len("annotation:"):]
+    found = [o for o in walk(target.objects()) if o.object_type is ObjectType.ANNOTATION
+             and o.class_name == name and o.geometry.area > 0]
+    if not found:
+        raise JobError(f"image {target.name!r}: no area annotation of class {name!r} to restrict automask to")
+    return [(o.geometry.bounds, o.geometry, ImagePlane(plane.c, o.plane.z, o.plane.t)) for o in found]
+
+
+def _area_inputs(objects: Sequence[PathObject], region: Region4 | str | None) -> list[object]:
+    # what an automask reads from an image's objects: the annotations it is restricted to, if any
+    if not (isinstance(region, str) and region.startswith("annotation:")):
+        return []
+    name = region[len("annotation:"):]
+    return sorted([[o.plane.z, o.plane.t, o.geometry.wkt] for o in objects
+                   if o.object_type is ObjectType.ANNOTATION and o.class_name == name])
 
 
 def _preview_region(source: Any, bounds: Region4 | None, plane: ImagePlane) -> Any:

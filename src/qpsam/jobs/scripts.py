@@ -24,11 +24,17 @@ __all__ = ["automask_specs", "combined_script", "detection_specs", "sequence_spe
 
 
 def _connection(engine: Any) -> dict[str, Any]:
+    from qpsam.weights import MODELS, weights_source
+
     server = engine.server if isinstance(engine, EngineSpec) and engine.server else DEFAULT_SERVER_URL
     model = engine.model_type if isinstance(engine, EngineSpec) else getattr(engine, "model_type", "vit_t")
-    weights = engine.weights if isinstance(engine, EngineSpec) else None
-    url = weights if isinstance(weights, str) and weights.startswith(("http://", "https://")) else None
-    return {"server_url": server, "model": model, "weights_url": url}
+    if isinstance(engine, EngineSpec):
+        weights = engine.weights
+    else:  # an engine object: the file it loaded (the default weights when it names none)
+        weights = str(getattr(engine, "weights_path", "") or "") or None
+    source = weights_source(model, weights) if model in MODELS else None
+    return {"server_url": server, "model": model, "weights_url": source.url if source else None,
+            "weights_note": source.note if source else None}
 
 
 def _whole(region: Region) -> Region:

@@ -58,6 +58,12 @@ class EntrySource:
             self._displays = channel_displays(self._open(), self.channels)
         return self._open().read_rgb(region, self._displays)
 
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(time points, z-slices), from the project's image metadata (no pixels are read)."""
+        entry = self._open()
+        return int(entry.size_t), int(entry.size_z)
+
 
 def select_entries(project: Any, images: Sequence[str] | None) -> list[Any]:
     """The entries named by id or name (all when ``images`` is empty), in the order given."""

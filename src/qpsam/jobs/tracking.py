@@ -16,13 +16,17 @@ from typing import Any, Sequence
 from qpsam.errors import JobError
 from qpsam.geometry import Region, mask_to_geometry
 from qpsam.jobs.batch import Change, ImageProgress, Target, run_batch
-from qpsam.jobs.detect import QUALITY
+from qpsam.jobs.detect import QUALITY, DetectOptions, describe_prompts
 from qpsam.jobs.executors import EngineSpec, engine_for
 from qpsam.jobs.report import RunReport
 from qpsam.objects import ImagePlane, ObjectType, PathObject, walk
 from qpsam.prompts import PromptSet, prompts_from_objects, select_prompt_objects
 
-__all__ = ["TrackPlan", "plan_track", "track_image", "track"]
+__all__ = ["TrackPlan", "check_tracking", "plan_track", "track_image", "track"]
+
+#: The model a tracking run uses when none is given: the smallest SAM2.
+DEFAULT_TRACK_MODEL = "sam2_t"
+_TRACKING_FAMILIES = ("sam2", "sam3")
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,36 @@ def _by_id(objects: Sequence[PathObject], key: Any) -> PathObject:
     return next(o for o in objects if o.id == key)
 
 
-def track(project: Any, images: Sequence[str] | None = None, *, engine: Any = EngineSpec("sam2_t"), axis: str = "z",
+def check_tracking(engine: Any, axis: str, start: int, stop: int) -> None:
+    """Refuse, before any weights are downloaded or loaded, a model that cannot track and a bad axis or range."""
+    if axis not in ("z", "t"):
+        raise JobError(f"axis must be z or t, got {axis!r}")
+    if start < 0 or stop < start:
+        raise JobError(f"--from {start} --to {stop}: planes must satisfy 0 <= from <= to")
+    if isinstance(engine, EngineSpec):
+        from qpsam.weights import check_model_type
+
+        family = check_model_type(engine.model_type).family
+        if family not in _TRACKING_FAMILIES:
+            raise JobError(f"model {engine.model_type!r} cannot track: use a SAM2 model (sam2_t, sam2_s, sam2_bp, "
+                           f"sam2_l) or sam3")
+    elif not hasattr(engine, "propagate"):
+        raise JobError(f"model {getattr(engine, 'model_type', engine)!r} cannot track: use a SAM2 model "
+                       f"(sam2_t, sam2_s, sam2_bp, sam2_l)")
+
+
+def _check_planes(target: Target, axis: str, stop: int) -> None:
+    sizes = getattr(target.source(), "sizes", None)
+    if sizes is None:
+        return
+    n = sizes[1] if axis == "z" else sizes[0]
+    if stop >= n:
+        what = "z-slices" if axis == "z" else "time points"
+        raise JobError(f"image {target.name!r} has {n} {what} ({axis} = 0..{n - 1}); --to {stop} is outside it")
+
+
+def track(project: Any, images: Sequence[str] | None = None, *, engine: Any = EngineSpec(DEFAULT_TRACK_MODEL),
+          axis: str = "z",
           start: int = 0, stop: int = 0, object_type: str | ObjectType = ObjectType.ANNOTATION,
           keep_prompts: bool = False, executor: Any = "local", resume: bool = False,
           groovy: str | os.PathLike[str] | None = None, report: str | os.PathLike[str] | None = None,
@@ -137,13 +170,14 @@ def track(project: Any, images: Sequence[str] | None = None, *, engine: Any = En
 
     if executor not in (None, "local"):
         raise JobError("tracking runs in one process: the video predictor keeps its state in memory")
-    model = engine_for(engine) if isinstance(engine, EngineSpec) else engine
+    check_tracking(engine, axis, start, stop)
     object_type = ObjectType(object_type)
     params = {**_spec_params(engine), "axis": axis, "from": start, "to": stop, "object_type": object_type.value,
               "keep_prompts": keep_prompts}
 
     def work(target: Target) -> Change:
         source = target.source()
+        model = engine_for(engine) if isinstance(engine, EngineSpec) else engine  # loaded once, on first use
         plan, added, removed = track_image(model, source, target.objects(), axis, start, stop, object_type, keep_prompts)
         if preview:
             for plane in plan.planes:
@@ -155,5 +189,8 @@ def track(project: Any, images: Sequence[str] | None = None, *, engine: Any = En
         return Change(added, removed, 1, tuple(sequence_specs(engine, plan, axis)))
 
     with project_targets(project, images, backend=backend, keep_version=keep_version) as targets:
-        out = run_batch("track", params, targets, work, resume=resume, progress=progress, debug=debug)
+        for target in targets:  # every image's planes are checked before the model loads
+            _check_planes(target, axis, stop)
+        out = run_batch("track", params, targets, work, resume=resume, progress=progress, debug=debug,
+                        inputs=lambda objects: describe_prompts(objects, DetectOptions()))
     return _finish(out, report, groovy)

@@ -489,6 +489,7 @@ class NativeProject:
         self._classes_changed = False
         self._closed = False
         exists = self.file.exists()
+        folder_existed = self.path.exists()
         if mode in ("r", "r+") and not exists:
             raise ProjectError(f"{self.file}: no such project (use mode 'a', 'w' or 'x' to create one)")
         if mode == "x" and exists:
@@ -510,6 +511,8 @@ class NativeProject:
                     raise ProjectError(f"{self.path}: a new project needs an empty folder (QuPath's rule)")
                 self._json = pj.new_project_json(self.file, version)
                 pj.write_json(self.file, self._json)
+                # until its first save succeeds, a new project is removed again when the session fails
+                self._new = (self.path, folder_existed)
             else:
                 self._json = pj.read_json(self.file, "project file")
             self._check_json()
@@ -560,11 +563,36 @@ class NativeProject:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        failed = exc_type is not None
         try:
             if exc_type is None and self.mode != "r":
-                self.save()
+                try:
+                    self.save()
+                except BaseException:
+                    failed = True
+                    raise
         finally:
+            if failed:
+                self._remove_if_new()
             self.close()
+
+    def _remove_if_new(self) -> None:
+        """A project created in this session and never saved whole leaves nothing behind (no half project)."""
+        new = getattr(self, "_new", None)
+        if new is None:
+            return
+        folder, folder_existed = new
+        for item in folder.iterdir():
+            if item == self._lock.path:
+                continue
+            if item.is_dir():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
+        self._new = None
+        if not folder_existed:
+            self._lock.release()
+            shutil.rmtree(folder, ignore_errors=True)
 
     def close(self) -> None:
         """Close images and release the writer's lock (does not save)."""
@@ -747,6 +775,7 @@ class NativeProject:
         for folder in getattr(self, "_pending_deletes", []):
             shutil.rmtree(folder, ignore_errors=True)
         self._pending_deletes = []
+        self._new = None  # saved whole: a later failure keeps it
 
 
 def truncate_project(folder: Path, keep: Path | None = None) -> Path:

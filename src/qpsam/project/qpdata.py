@@ -1229,10 +1229,18 @@ def _same_tree(expected: Sequence[PathObject], actual: Sequence[PathObject], tol
     return None
 
 
+def _one_point(geometry: BaseGeometry) -> BaseGeometry:
+    # a PointsROI holding one point reads back as a Point, as QuPath reads it
+    if isinstance(geometry, MultiPoint) and len(geometry.geoms) == 1:
+        return geometry.geoms[0]
+    return geometry
+
+
 def _near(a: BaseGeometry, b: BaseGeometry, tolerance: float) -> bool:
     if a.is_empty or b.is_empty:
         return a.is_empty and b.is_empty
     a, b = (g.geoms[0] if isinstance(g, MultiPolygon) and len(g.geoms) == 1 else g for g in (a, b))
+    a, b = _one_point(a), _one_point(b)
     if a.geom_type != b.geom_type:
         return False
     ca, cb = shapely.get_coordinates(a), shapely.get_coordinates(b)
