@@ -97,7 +97,8 @@ def detect(
     params = {**_spec_params(engine), **options.as_dict(), **_channel_params(chosen)}
 
     def work(target: Target) -> Change:
-        if not describe_prompts(list(walk(target.objects())), options)[0]:
+        # A text phrase (SAM3) needs no prompt objects; everything else does.
+        if options.text is None and not describe_prompts(list(walk(target.objects())), options)[0]:
             return Change(skipped=missing_prompts(target.objects(), options))
         source = target.source()
         if options.concept:
