@@ -125,6 +125,14 @@ def _java() -> Any:
     import paquo.java  # noqa: F401 - paquo's own start-up checks, once the JVM runs
     from jpype import JClass
 
+    # Without QuPath's GUI, the Gson adapters of wrapped servers (a `color` entry's ColorTransform among them) are
+    # registered by these classes' static initialisers: without them a project holding such an entry cannot load.
+    for name in ("qupath.lib.images.servers.ImageServers", "qupath.lib.scripting.QP"):
+        try:
+            JClass("java.lang.Class").forName(name)
+        except Exception:  # noqa: BLE001 - an installation without the scripting class reads plain projects still
+            pass
+
     class J:
         ImagePlane = JClass("qupath.lib.regions.ImagePlane")
         RegionRequest = JClass("qupath.lib.regions.RegionRequest")
