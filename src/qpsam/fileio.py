@@ -20,10 +20,17 @@ from typing import Callable, Iterable, Sequence
 
 from .errors import FileWriteError
 
-__all__ = ["StagedFile", "atomic_write", "backup_path", "commit_all", "remove_leftovers", "stage", "TMP_SUFFIX"]
+__all__ = [
+    "StagedFile", "atomic_write", "backup_path", "commit_all", "remove_leftovers", "safe_name", "stage", "TMP_SUFFIX",
+]
 
 TMP_SUFFIX = ".tmp"
 Verify = Callable[[Path], None]
+
+
+def safe_name(text: object, keep: str = "-_.") -> str:
+    """``text`` as a file name: letters and digits kept, as are the characters of ``keep``; the rest become ``_``."""
+    return "".join(ch if ch.isalnum() or ch in keep else "_" for ch in str(text))
 
 
 def backup_path(path: Path) -> Path:

@@ -93,6 +93,10 @@ class ImagePlane:
     def is_default(self) -> bool:
         return self == DEFAULT_PLANE
 
+    def same_slice(self, other: "ImagePlane") -> bool:
+        """True when both planes show the same z-slice and time point (channels aside)."""
+        return self.z == other.z and self.t == other.t
+
 
 DEFAULT_PLANE = ImagePlane()
 
