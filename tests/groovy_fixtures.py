@@ -24,7 +24,7 @@ def _parser() -> GroovyParser:
 
 
 def need_groovy() -> None:
-    """Skip without Groovy 4 here; in CI (CI=true), where `make test` fetches it, fail."""
+    """Skip without Groovy 4 here; in CI (CI=true), where `tests/run.sh` fetches it, fail."""
     reason = unavailable_reason()
     if reason and in_ci():
         pytest.fail(f"Groovy 4 is required in CI: {reason}")

@@ -34,9 +34,9 @@ def unavailable_reason(version: str) -> str | None:
     """Why a gateway on QuPath ``version`` cannot run here (None when it can)."""
     java = qupath_dir(version) / "lib" / "runtime" / "bin" / "java"
     if not java.exists():
-        return f"QuPath {version} is not installed in {qupath_dir(version)} (make test installs it)"
+        return f"QuPath {version} is not installed in {qupath_dir(version)} (tests/run.sh installs it)"
     if groovy_jar() is None:
-        return "Groovy 4's jar is missing (make install-groovy, or QPSAM_GROOVY_JAR)"
+        return "Groovy 4's jar is missing (tests/get-groovy.sh, or QPSAM_GROOVY_JAR)"
     if py4j_jar() is None:
         return "py4j is not installed (pip install 'qpsam[live]')"
     return None

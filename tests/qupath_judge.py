@@ -1,7 +1,7 @@
 """QuPath itself as the judge of what qpsam writes: its own reader, run from the harness in ``../shared/qupath``.
 
 The harness (``../shared/qupath/install.sh``) lays out QuPath 0.5.1, 0.6.0 and 0.7.0 installations under
-``$QPSAM_QUPATH_HOME`` (``make test`` installs them in ``~/.cache/qpsam/qupath``). :class:`QuPathJudge` keeps one
+``$QPSAM_QUPATH_HOME`` (``tests/run.sh`` installs them in ``~/.cache/qpsam/qupath``). :class:`QuPathJudge` keeps one
 process per version (``qupath_judge_driver.py``: JPype and QuPath's ``PathIO``/``ProjectIO``), so one pytest session
 asks all three versions while the tests' own process may run paquo on another.
 
@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 
 def qupath_home() -> Path:
-    """Where ``make test`` installs the harness (``$QPSAM_QUPATH_HOME``, else ``~/.cache/qpsam/qupath``)."""
+    """Where ``tests/run.sh`` installs the harness (``$QPSAM_QUPATH_HOME``, else ``~/.cache/qpsam/qupath``)."""
     env = os.environ.get("QPSAM_QUPATH_HOME")
     return Path(env) if env else Path.home() / ".cache" / "qpsam" / "qupath"
 
@@ -45,7 +45,7 @@ def unavailable_reason(version: str) -> str | None:
     """Why QuPath ``version`` cannot be used here (None when it can)."""
     folder = qupath_dir(version)
     if not (folder / "lib" / "runtime" / "lib" / "server" / "libjvm.so").exists():
-        return (f"QuPath {version} is not installed in {folder}: run `make test`, or "
+        return (f"QuPath {version} is not installed in {folder}: run `tests/run.sh`, or "
                 f"{SHARED / 'qupath' / 'install.sh'} {qupath_home()}")
     try:
         import jpype  # noqa: F401

@@ -1,5 +1,5 @@
 """The paquo backend's traps (paquo 0.9.0 and QuPath 0.5.1/0.6.0/0.7.0) kept from users, and the two backends
-compared field by field. Runs on the QuPath of this pytest process (``QPSAM_QUPATH_VERSION``); ``make test``
+compared field by field. Runs on the QuPath of this pytest process (``QPSAM_QUPATH_VERSION``); ``tests/run.sh``
 runs these tests once per version."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """QuPath projects through qpsam.project.open_project: one contract, run on every backend that can run here.
 
-The paquo backend needs QuPath (the harness that `make test` installs); without it those tests skip here and fail
+The paquo backend needs QuPath (the harness that `tests/run.sh` installs); without it those tests skip here and fail
 in CI (the native backend runs everywhere).
 """
 
