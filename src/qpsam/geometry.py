@@ -160,14 +160,12 @@ def mask_to_geometry(
     pieces = _trace(mask)
     if not pieces:
         return None
-    geometry: BaseGeometry = pieces[0] if len(pieces) == 1 else MultiPolygon(pieces)
-    if not geometry.is_valid:
-        # Pixels touching only at a corner give self-touching rings; split them into pieces.
-        geometry = shapely.make_valid(geometry)
-        geometry = _polygonal(geometry)
-    if region is not None:
+    traced: BaseGeometry = pieces[0] if len(pieces) == 1 else MultiPolygon(pieces)
+    # Pixels touching only at a corner give self-touching rings; make_valid splits them into pieces.
+    geometry: BaseGeometry | None = traced if traced.is_valid else _polygonal(shapely.make_valid(traced))
+    if geometry is not None and region is not None:
         geometry = to_image(geometry, region)
-    if simplify:
+    if geometry is not None and simplify:
         geometry = _polygonal(geometry.simplify(simplify, preserve_topology=True))
     return _drop_small(geometry, min_area)
 

@@ -149,7 +149,7 @@ def prompts_from_objects(
     for obj in found.foreground:
         if obj.roi_kind == "rectangle":
             box = box_in_region(obj.geometry, region)
-            prompts.append(Prompt(box=box, points=background, labels=[0] * len(background), key=obj.id))
+            prompts.append(Prompt(box=box, points=tuple(background), labels=(0,) * len(background), key=obj.id))
             continue
         fg = [p for p in points_in_region(vertices(obj.geometry), region) if p not in background]
         if not fg:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:  # the CLI imports the project layer only when a command runs
+    from ..project import Backend
 
 _BACKEND = click.option("--backend", type=click.Choice(["auto", "native", "paquo"]), default="auto",
                         show_default=True, help="native (pure Python) or paquo (needs QuPath); auto picks paquo "
@@ -52,7 +55,7 @@ def _entry_info(entry: Any) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.option("--image", help="Only this image (id or name).")
 @_BACKEND
-def info(project: Path, as_json: bool, image: str | None, backend: str) -> None:
+def info(project: Path, as_json: bool, image: str | None, backend: Backend) -> None:
     """Show a project's images with their object counts by type and class."""
     from qpsam.project import open_project
 
@@ -88,7 +91,7 @@ def info(project: Path, as_json: bool, image: str | None, backend: str) -> None:
 @click.option("--precision", type=click.IntRange(min=0), help="Round coordinates (QuPath writes 2 decimals).")
 @_BACKEND
 def export(project: Path, image: str | None, all_images: bool, output: Path | None, nested: bool,
-           precision: int | None, backend: str) -> None:
+           precision: int | None, backend: Backend) -> None:
     """Export an image's objects as QuPath GeoJSON (a FeatureCollection, like exportAllObjectsToGeoJson)."""
     from qpsam import geojson
     from qpsam.objects import walk
@@ -113,7 +116,7 @@ def export(project: Path, image: str | None, all_images: bool, output: Path | No
         click.echo(f"{output}: {len(list(walk(objects)))} object(s) from image {entry.id} ({entry.name})", err=True)
 
 
-def _export_all(project: Path, folder: Path | None, nested: bool, precision: int | None, backend: str) -> None:
+def _export_all(project: Path, folder: Path | None, nested: bool, precision: int | None, backend: Backend) -> None:
     from qpsam import geojson
     from qpsam.objects import walk
     from qpsam.project import open_project
@@ -149,7 +152,7 @@ def _export_all(project: Path, folder: Path | None, nested: bool, precision: int
 @_BACKEND
 @_KEEP_VERSION
 def import_(project: Path, file: Path, image: str, replace_existing: bool, clear: bool, fix_invalid: bool,
-            backend: str, keep_version: bool | None) -> None:
+            backend: Backend, keep_version: bool | None) -> None:
     """Add the objects of a QuPath GeoJSON FILE to an image of PROJECT and save."""
     from qpsam import geojson
     from qpsam.objects import walk
@@ -182,7 +185,7 @@ def import_(project: Path, file: Path, image: str, replace_existing: bool, clear
               help="QuPath version to write the project for (default: 0.6.0 natively, QuPath's own with paquo).")
 @_BACKEND
 def new_project(directory: Path, images: tuple[Path, ...], image_type: str | None, qupath_version: str | None,
-                backend: str) -> None:
+                backend: Backend) -> None:
     """Create a QuPath project in DIRECTORY (new or empty) from image files."""
     from qpsam.project import open_project
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:  # the CLI imports the project layer only when a command runs
+    from ..project import Backend
 
 __all__ = ["register"]
 
@@ -20,7 +24,7 @@ __all__ = ["register"]
               help="native (pure Python) or paquo (needs QuPath).")
 @click.pass_context
 def relocate_command(ctx: click.Context, project: Path, old: Path | None, new: Path | None, search: Path | None,
-                     backend: str) -> None:
+                     backend: Backend) -> None:
     """Point PROJECT's images at their new place: --from OLD --to NEW, or --search DIR (or both)."""
     from qpsam.project import open_project
     from qpsam.project.relocate import relocate_images

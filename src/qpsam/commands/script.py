@@ -5,7 +5,7 @@ Coordinates on the command line are full-resolution image pixels, as in QuPath.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import click
 
@@ -23,6 +23,11 @@ def _numbers(text: str, count: int, what: str) -> tuple[float, ...]:
         return tuple(float(p) for p in parts)
     except ValueError:
         raise click.BadParameter(f"{what} needs numbers, got {text!r}") from None
+
+
+def _corners(values: tuple[float, ...]) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = values  # _numbers(..., 4, ...) checked the count
+    return x1, y1, x2, y2
 
 
 def _framed(text: str, count: int, what: str, default_frame: int) -> tuple[int, tuple[float, ...]]:
@@ -103,7 +108,7 @@ def script_group() -> None:
 @click.option("--reset-prompts", is_flag=True, help="SAM3: reset the server's prompts first.")
 @click.option("--confidence", type=float, default=0.4, show_default=True, help="SAM3 confidence threshold.")
 @click.option("--output", type=click.Choice(_OUTPUTS), default=OutputType.SINGLE.value, show_default=True)
-def detect_command(**kw: object) -> None:
+def detect_command(**kw: Any) -> None:
     """Script for a prompt detection (SAM1 family, SAM2, SAM3 text and boxes)."""
     from shapely.geometry import MultiPoint, Point, box
 
@@ -116,7 +121,7 @@ def detect_command(**kw: object) -> None:
     cls = PathClass(kw["class_name"]) if kw["class_name"] else None
 
     def rectangles(values: Sequence[str], what: str, path_class: PathClass | None) -> list[PathObject]:
-        return [PathObject(box(*_numbers(v, 4, what)), path_class=path_class, plane=plane) for v in values]
+        return [PathObject(box(*_corners(_numbers(v, 4, what))), path_class=path_class, plane=plane) for v in values]
 
     def points(values: Sequence[str], what: str, path_class: PathClass | None) -> list[PathObject]:
         coords = [_numbers(v, 2, what) for v in values]
@@ -141,9 +146,9 @@ def detect_command(**kw: object) -> None:
         output=OutputType.parse(kw["output"]),
         text=kw["text"],
         reset_prompts=bool(kw["reset_prompts"]),
-        confidence_threshold=float(kw["confidence"]),  # type: ignore[arg-type]
+        confidence_threshold=float(kw["confidence"]),
     )
-    _write(detection_script(spec), out)  # type: ignore[arg-type]
+    _write(detection_script(spec), out)
 
 
 @script_group.command("automask")
@@ -163,16 +168,16 @@ def detect_command(**kw: object) -> None:
 @click.option("--include-image-edge", is_flag=True, help="Keep masks touching the region's edge.")
 @click.option("--output", type=click.Choice(_OUTPUTS), default=_DEFAULTS.output.value, show_default=True)
 @click.option("--clear-current-objects", is_flag=True, help="The script removes every object of the image first.")
-def automask_command(**kw: object) -> None:
+def automask_command(**kw: Any) -> None:
     """Script for an automatic mask generation with every parameter."""
     from ..groovy import AutomaskSpec, automask_script
 
     out = kw.pop("out")
     common = _common(kw)
     clear = bool(kw.pop("clear_current_objects"))
-    kw["output"] = OutputType.parse(kw["output"])  # type: ignore[arg-type]
-    params = AutomaskParams(**kw)  # type: ignore[arg-type]
-    _write(automask_script(AutomaskSpec(**common, params=params, clear_current_objects=clear)), out)  # type: ignore[arg-type]
+    kw["output"] = OutputType.parse(kw["output"])
+    params = AutomaskParams(**kw)
+    _write(automask_script(AutomaskSpec(**common, params=params, clear_current_objects=clear)), out)
 
 
 @script_group.command("track")
@@ -187,16 +192,16 @@ def automask_command(**kw: object) -> None:
               help="Background point for every SAM2 object prompted on its frame.")
 @click.option("--neg-box", "neg_boxes", multiple=True, metavar="[FRAME:]X1,Y1,X2,Y2", help="SAM3 negative box.")
 @click.option("--text", default=None, help="SAM3 text prompt.")
-def track_command(**kw: object) -> None:
+def track_command(**kw: Any) -> None:
     """Script for SAM2/SAM3 tracking over z or t."""
     from ..engines.base import Prompt
     from ..groovy import SequenceSpec, VideoPrompt, sequence_script
 
     out = kw.pop("out")
     common = _common(kw)
-    start = int(kw["start"])  # type: ignore[arg-type]
+    start = int(kw["start"])
     backgrounds: dict[int, list[tuple[float, ...]]] = {}
-    for value in kw["bg_points"]:  # type: ignore[union-attr]
+    for value in kw["bg_points"]:
         frame, xy = _framed(value, 2, "--bg-point", start)
         backgrounds.setdefault(frame, []).append(xy)
     if backgrounds and common["model"].lower() == "sam3":
@@ -207,22 +212,22 @@ def track_command(**kw: object) -> None:
         return points + tuple(bg), labels + (0,) * len(bg)
 
     prompts: list[VideoPrompt] = []
-    for value in kw["boxes"]:  # type: ignore[union-attr]
+    for value in kw["boxes"]:
         frame, b = _framed(value, 4, "--box", start)
         pts, labels = ((), ()) if common["model"].lower() == "sam3" else with_background(frame, (), ())
-        prompts.append(VideoPrompt(len(prompts), frame, Prompt(box=b, points=pts, labels=labels)))
-    for value in kw["points"]:  # type: ignore[union-attr]
+        prompts.append(VideoPrompt(len(prompts), frame, Prompt(box=_corners(b), points=pts, labels=labels)))
+    for value in kw["points"]:
         frame, xy = _framed(value, 2, "--point", start)
         pts, labels = with_background(frame, (xy,), (1,))
         prompts.append(VideoPrompt(len(prompts), frame, Prompt(points=pts, labels=labels)))
-    for value in kw["neg_boxes"]:  # type: ignore[union-attr]
+    for value in kw["neg_boxes"]:
         frame, b = _framed(value, 4, "--neg-box", start)
-        prompts.append(VideoPrompt(len(prompts), frame, Prompt(box=b), negative=True))
+        prompts.append(VideoPrompt(len(prompts), frame, Prompt(box=_corners(b)), negative=True))
     spec = SequenceSpec(
-        **common, axis=str(kw["axis"]), start=start, end=int(kw["end"]),  # type: ignore[arg-type]
-        prompts=tuple(prompts), text=kw["text"],  # type: ignore[arg-type]
+        **common, axis=str(kw["axis"]), start=start, end=int(kw["end"]),
+        prompts=tuple(prompts), text=kw["text"],
     )
-    _write(sequence_script(spec), out)  # type: ignore[arg-type]
+    _write(sequence_script(spec), out)
 
 
 @script_group.command("import")

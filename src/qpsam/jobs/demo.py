@@ -106,7 +106,7 @@ def run_demo(out: str | Path = "qpsam-demo", *, engine: EngineSpec = EngineSpec(
     image = out / "images" / "nuclei.tif"
     shutil.copyfile(image_path, image)
     labels = tifffile.imread(labels_path)
-    truths = [mask_to_geometry(labels == v) for v in np.unique(labels)[1:]]
+    truths = [g for v in np.unique(labels)[1:] if (g := mask_to_geometry(labels == v)) is not None]
 
     say(f"building a QuPath project in {out / 'project'} with {len(truths)} box prompts from the ground truth")
     prompts = []

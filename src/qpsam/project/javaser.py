@@ -387,8 +387,7 @@ class _Reader:
         if tc == TC_ARRAY:
             return self.new_array()
         if tc == TC_ENUM:
-            desc = self.classdesc_or_null("an enum class descriptor")
-            enum = JavaEnum(desc, JavaString(""))
+            enum = JavaEnum(self.classdesc_required("an enum class descriptor"), JavaString(""))
             self.new_handle(enum)
             name = self.object()
             if not isinstance(name, str):
@@ -396,9 +395,9 @@ class _Reader:
             enum.constant = name
             return enum
         if tc == TC_CLASS:
-            value = JavaClass(self.classdesc_or_null("a class descriptor"))
-            self.new_handle(value)
-            return value
+            cls = JavaClass(self.classdesc_required("a class descriptor"))
+            self.new_handle(cls)
+            return cls
         if tc == TC_EXCEPTION:
             raise JavaSerError(f"the stream holds an exception written during serialization (offset {start})")
         if tc == TC_ENDBLOCKDATA:
@@ -411,6 +410,14 @@ class _Reader:
         if value is not None and not isinstance(value, ClassDesc):
             raise JavaSerError(f"expected {what} at offset {start}, got {type(value).__name__}")
         return value
+
+    def classdesc_required(self, what: str) -> ClassDesc:
+        # Java itself fails on a null descriptor here (ObjectInputStream dereferences it)
+        start = self.pos
+        desc = self.classdesc_or_null(what)
+        if desc is None:
+            raise JavaSerError(f"expected {what} at offset {start}, got null")
+        return desc
 
     def classdesc(self, tc: int) -> ClassDesc:
         if tc == TC_PROXYCLASSDESC:

@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import shapely
+from shapely.geometry.base import BaseGeometry
 
 from qpsam.objects import PathObject, walk
 
@@ -40,7 +41,7 @@ def _label(obj: PathObject) -> str:
     return f"object {obj.id}" + (f" ({obj.name!r})" if obj.name else "")
 
 
-def _geometry_problem(kind: str, geometry: object, limits: ImageLimits) -> str | None:
+def _geometry_problem(kind: str, geometry: BaseGeometry, limits: ImageLimits) -> str | None:
     coords = shapely.get_coordinates(geometry)
     if coords.size == 0:
         return None

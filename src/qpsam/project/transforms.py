@@ -173,6 +173,8 @@ class TransformedReader(RegionRenderer):
     def __init__(self, inner: "ImageReader | TransformedReader", transform: Transform) -> None:
         self.inner = inner
         self.transform = transform
+        self.width: int
+        self.height: int
         self.width, self.height = transform.size(inner.width, inner.height)
 
     def __repr__(self) -> str:
