@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
@@ -19,7 +19,7 @@ from .weights_api import WeightsService
 __all__ = ["ServerState", "AppState", "app_state", "install_state"]
 
 # samapi's SAM3 prompt state: boxes per (model type, checkpoint_url), accumulated until ``reset_prompts``.
-Sam3Boxes = dict[tuple[str, "str | None"], dict[str, Any]]
+Sam3Boxes = dict[tuple[str, Optional[str]], dict[str, Any]]
 
 
 @dataclass
