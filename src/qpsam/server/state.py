@@ -43,6 +43,7 @@ class ServerState:
 
 
 def install_state(app: FastAPI, state: ServerState) -> None:
+    """Make ``state`` the one every route of ``app`` is handed."""
     app.state.qpsam = state
 
 
