@@ -35,31 +35,18 @@ import tempfile
 import time
 import uuid
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from fault_table import Row, print_table
+
+# The race campaign's writers are the lock test's (tests/lock_race.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from lock_race import Holders, append_entry  # noqa: E402
 
 LIMIT_S = 20  # per input
-
-
-@dataclass
-class Row:
-    campaign: str
-    tried: int = 0
-    clean: int = 0
-    tracebacks: int = 0
-    hangs: int = 0
-    wrong: int = 0
-    lost: int = 0
-    note: str = ""
-    examples: list[str] = field(default_factory=list)
-
-    def bad(self, column: str, example: str) -> None:
-        setattr(self, column, getattr(self, column) + 1)
-        if len(self.examples) < 5:
-            self.examples.append(f"{column}: {example[:300]}")
 
 
 class Hang(Exception):
@@ -239,8 +226,8 @@ def crash(args: argparse.Namespace, work: Path) -> Row:
             row.lost += len(saved) - 1
             continue
         row.lost += len(missing)
-        if missing and len(row.examples) < 5:
-            row.examples.append(f"lost: kill {k}: {len(missing)} objects")
+        if missing:
+            row.example(f"lost: kill {k}: {len(missing)} objects")
         if not summary_agrees(project):
             row.bad("wrong", f"kill {k}: summary.json disagrees with data.qpdata after the next writer")
         if leftovers(project):
@@ -254,12 +241,9 @@ def crash(args: argparse.Namespace, work: Path) -> Row:
 # Race: writers meeting at a stale lock
 
 
-def _race_worker(project: str, index: int, rounds: int, start: Any, done: Any, holders: Any, doubles: Any,
-                 guard: Any) -> None:
+def _race_worker(project: str, index: int, rounds: int, start: Any, done: Any, holders: Holders) -> None:
     from shapely.geometry import box
 
-    from qpsam.errors import ProjectError
-    from qpsam.fileio import atomic_write
     from qpsam.objects import PathObject
     from qpsam.project import open_project
     from qpsam.project.native import ProjectLock
@@ -271,31 +255,10 @@ def _race_worker(project: str, index: int, rounds: int, start: Any, done: Any, h
         if n % 5 == 4:  # every fifth round through the public API, with objects
             obj = PathObject(box(index, n % 500, index + 2, n % 500 + 2), name=f"w{index}-{n}")
             with open_project(project, "r+", backend="native", lock_timeout=30) as p:
-                with guard:
-                    holders.value += 1
-                    doubles.value += holders.value > 1
-                p.images[0].add_objects([obj])
-                with guard:
-                    holders.value -= 1
+                with holders.holding():
+                    p.images[0].add_objects([obj])
         else:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    lock.acquire()
-                    break
-                except ProjectError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.001)
-            with guard:
-                holders.value += 1
-                doubles.value += holders.value > 1
-            entries = json.loads(ledger.read_text())
-            time.sleep(0.002)
-            atomic_write(ledger, json.dumps(entries + [f"{index}-{n}"]))
-            with guard:
-                holders.value -= 1
-            lock.release()
+            append_entry(lock, ledger, f"{index}-{n}", holders, timeout_s=30)
         done.wait()
 
 
@@ -306,9 +269,9 @@ def race(args: argparse.Namespace, work: Path) -> Row:
     lock = project / "project.qpproj.lock"
     ctx = mp.get_context("spawn")
     start, done = ctx.Barrier(3), ctx.Barrier(3)
-    holders, doubles, guard = ctx.Value("i", 0), ctx.Value("i", 0), ctx.Lock()
-    procs = [ctx.Process(target=_race_worker, args=(str(project), i, args.races, start, done, holders, doubles,
-                                                    guard)) for i in range(2)]
+    holders = Holders.shared(ctx)
+    procs = [ctx.Process(target=_race_worker, args=(str(project), i, args.races, start, done, holders))
+             for i in range(2)]
     for p in procs:
         p.start()
     try:
@@ -333,9 +296,9 @@ def race(args: argparse.Namespace, work: Path) -> Row:
     for p in procs:
         if p.exitcode != 0:
             row.bad("tracebacks", f"worker exit code {p.exitcode}")
-    row.wrong += doubles.value
-    if doubles.value:
-        row.examples.append(f"wrong: {doubles.value} rounds with two lock holders")
+    row.wrong += holders.doubles.value
+    if holders.doubles.value:
+        row.example(f"wrong: {holders.doubles.value} rounds with two lock holders")
     api_rounds = [n for n in range(args.races) if n % 5 == 4]
     ledger = set(json.loads((project / "ledger.json").read_text()))
     row.lost += sum(f"{i}-{n}" not in ledger for i in range(2) for n in range(args.races) if n % 5 != 4)
@@ -750,17 +713,14 @@ def main(argv: list[str] | None = None) -> int:
             row.note = (row.note + f"; {time.time() - t0:.0f} s").lstrip("; ")
             rows.append(row)
             print(f"{name}: done in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
-    print("| campaign | inputs tried | clean errors | tracebacks | hangs | silent wrong results | objects lost |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        print(f"| {r.campaign} | {r.tried} | {r.clean} | {r.tracebacks} | {r.hangs} | {r.wrong} | {r.lost} |")
+    print_table(rows)
     print()
     for r in rows:
         print(f"- {r.campaign}: {r.note}")
         for example in r.examples:
             print(f"    - {example}")
     print(f"\n{time.time() - started:.0f} s in all")
-    bad = sum(r.tracebacks + r.hangs + r.wrong + r.lost for r in rows)
+    bad = sum(r.failures for r in rows)
     return 1 if bad else 0
 
 

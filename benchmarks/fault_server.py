@@ -33,13 +33,14 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+from fault_table import Row, print_table, total
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -47,6 +48,7 @@ sys.path.insert(0, str(REPO / "src"))
 ECHO_LIMIT = 2048
 TIMEOUT_S = 30.0
 STOP_LIMIT_S = 15.0
+NOTES = 8  # notes kept per campaign
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -337,22 +339,6 @@ class Served:
 
 
 # ----------------------------------------------------------------------------- classification
-@dataclass
-class Row:
-    campaign: str
-    tried: int = 0
-    clean: int = 0
-    tracebacks: int = 0
-    hangs: int = 0
-    wrong: int = 0
-    lost: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    def note(self, text: str) -> None:
-        if len(self.notes) < 8:
-            self.notes.append(text)
-
-
 def send(url: str, case: Case) -> httpx.Response | str:
     """The answer, or ``"hang"`` / ``"dropped: ..."``."""
     try:
@@ -373,11 +359,11 @@ def classify(row: Row, case: Case, answer: httpx.Response | str) -> None:
     row.tried += 1
     if answer == "hang":
         row.hangs += 1
-        row.note(f"hang: {case.name}")
+        row.example(f"hang: {case.name}")
         return
     if isinstance(answer, str):
         row.tracebacks += 1
-        row.note(f"{case.name}: {answer[:120]}")
+        row.example(f"{case.name}: {answer[:120]}")
         return
     status, size = answer.status_code, len(answer.content)
     if case.valid:
@@ -385,29 +371,29 @@ def classify(row: Row, case: Case, answer: httpx.Response | str) -> None:
             row.clean += 1
         else:
             row.wrong += 1
-            row.note(f"{case.name}: {status} for a valid input")
+            row.example(f"{case.name}: {status} for a valid input")
         return
     if status >= 500 and status != 503:
         row.tracebacks += 1
-        row.note(f"{case.name}: {status} {answer.text[:160]}")
+        row.example(f"{case.name}: {status} {answer.text[:160]}")
         return
     if status < 400:
         row.wrong += 1
-        row.note(f"{case.name}: {status} {answer.text[:80]}")
+        row.example(f"{case.name}: {status} {answer.text[:80]}")
         return
     if size > ECHO_LIMIT:
         row.wrong += 1
-        row.note(f"{case.name}: {status} with a {size}-byte answer")
+        row.example(f"{case.name}: {status} with a {size}-byte answer")
         return
     try:
         detail = answer.json()["detail"]
     except (ValueError, KeyError, TypeError):
         row.wrong += 1
-        row.note(f"{case.name}: {status} without a JSON detail: {answer.text[:80]}")
+        row.example(f"{case.name}: {status} without a JSON detail: {answer.text[:80]}")
         return
     if not detail:
         row.wrong += 1
-        row.note(f"{case.name}: empty detail")
+        row.example(f"{case.name}: empty detail")
         return
     row.clean += 1
 
@@ -422,21 +408,21 @@ def control(url: str, img: str, box: list[int]) -> list[dict[str, Any]] | None:
 
 def run_campaign(name: str, cases: list[Case], served: Served, img: str, box: list[int],
                  baseline: list[dict[str, Any]]) -> Row:
-    row = Row(name)
+    row = Row(name, keep=NOTES)
     before = served.tracebacks()
     for case in cases:
         classify(row, case, send(served.url, case))
         if not served.alive():
-            row.note(f"server died after {case.name}")
+            row.example(f"server died after {case.name}")
             row.tracebacks += 1
             served.start()
     logged = served.tracebacks() - before
     if logged:
         row.tracebacks += logged
-        row.note(f"{logged} traceback(s) in the server log")
+        row.example(f"{logged} traceback(s) in the server log")
     if control(served.url, img, box) != baseline:
         row.lost += len(baseline)
-        row.note("control prompt changed after the campaign")
+        row.example("control prompt changed after the campaign")
     return row
 
 
@@ -460,7 +446,7 @@ class _SlowWeights(BaseHTTPRequestHandler):
 
 
 def sigterm_campaign(served: Served, img: str, box: list[int], baseline: list[dict[str, Any]]) -> Row:
-    row = Row("SIGTERM mid-request")
+    row = Row("SIGTERM mid-request", keep=NOTES)
     rng = np.random.default_rng(0)
     long_img = png_b64(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8))
     long_automask = {"type": "vit_t", "b64img": long_img, "points_per_side": 64, "crop_n_layers": 1,
@@ -503,13 +489,13 @@ def sigterm_campaign(served: Served, img: str, box: list[int], baseline: list[di
         problems = []
         if stopped == float("inf"):
             row.hangs += 1
-            row.note(f"{name}: still running {STOP_LIMIT_S:.0f} s after SIGTERM")
+            row.example(f"{name}: still running {STOP_LIMIT_S:.0f} s after SIGTERM")
         else:
             said = ", ".join(
                 f"{c.name} {a.status_code if isinstance(a, httpx.Response) else a}"
                 for c in cases for a in [answers.get(c.name, "no answer")]
             )
-            row.note(f"{name}: stopped in {stopped:.2f} s" + (f" ({said})" if said else ""))
+            row.example(f"{name}: stopped in {stopped:.2f} s" + (f" ({said})" if said else ""))
         for case in cases:
             a = answers.get(case.name, "hang")
             if isinstance(a, httpx.Response) and a.status_code == 503 and len(a.content) <= ECHO_LIMIT:
@@ -526,16 +512,16 @@ def sigterm_campaign(served: Served, img: str, box: list[int], baseline: list[di
         elif stopped != float("inf"):
             row.clean += 1
         for p in problems:
-            row.note(f"{name}: {p}")
+            row.example(f"{name}: {p}")
     # After the last stop: a fresh server answers the control prompt as before and holds no half-registered weights.
     served.start()
     if control(served.url, img, box) != baseline:
         row.lost += len(baseline)
-        row.note("control prompt changed after restart")
+        row.example("control prompt changed after restart")
     listed = httpx.get(served.url + "weights/?type=vit_t", timeout=TIMEOUT_S).json()
     if any(w["name"] == "slow" for w in listed):
         row.lost += 1
-        row.note("the stopped registration left weights behind")
+        row.example("the stopped registration left weights behind")
     weights_http.shutdown()
     return row
 
@@ -563,20 +549,14 @@ def main() -> int:
         ]
         if served.alive():
             served.terminate()
-    total = Row("total")
-    for r in rows:
-        for k in ("tried", "clean", "tracebacks", "hangs", "wrong", "lost"):
-            setattr(total, k, getattr(total, k) + getattr(r, k))
+    summed = total(rows)
     print(f"qpsam serve fault campaigns (loopback, CPU, MobileSAM vit_t), {time.monotonic() - started:.0f} s\n")
-    print("| campaign | inputs tried | clean errors | tracebacks | hangs | silent wrong results | objects lost |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in rows + [total]:
-        print(f"| {r.campaign} | {r.tried} | {r.clean} | {r.tracebacks} | {r.hangs} | {r.wrong} | {r.lost} |")
+    print_table(rows + [summed])
     print()
     for r in rows:
-        for n in r.notes:
+        for n in r.examples:
             print(f"- {r.campaign}: {n}")
-    return 1 if (total.tracebacks or total.hangs or total.wrong or total.lost) else 0
+    return 1 if summed.failures else 0
 
 
 if __name__ == "__main__":

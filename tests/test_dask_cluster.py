@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
 from shapely.geometry import box
+from test_jobs_project import make_project, objects_of
 
 from qpsam import history
 from qpsam.cli import main
 from qpsam.jobs import QUALITY, detect
-from qpsam.objects import PathClass, PathObject
+from qpsam.objects import PathObject
 from qpsam.project import open_project
 
 distributed = pytest.importorskip("dask.distributed", reason="needs qpsam[dask]")
@@ -38,33 +38,8 @@ pytestmark = [pytest.mark.weights, pytest.mark.slow]
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
-NUCLEUS = PathClass("Nucleus", (230, 60, 60))
 CORNERS = [(0, 0), (320, 0), (0, 320), (320, 320)]  # four 192-pixel crops of the 512-pixel nuclei image
-SIDE = 192
-
-
-def make_project(folder: Path, nuclei, n_prompts: int = 3) -> Path:
-    """A 4-image project of crops of the real nuclei image, each with box prompts from the ground truth."""
-    image, labels = nuclei
-    (folder / "images").mkdir(parents=True)
-    with open_project(folder / "project", "x", backend="native") as project:
-        for i, (x0, y0) in enumerate(CORNERS):
-            crop, crop_labels = image[y0:y0 + SIDE, x0:x0 + SIDE], labels[y0:y0 + SIDE, x0:x0 + SIDE]
-            path = folder / "images" / f"crop{i}.tif"
-            tifffile.imwrite(path, crop)
-            entry = project.add_image(path)
-            prompts = []
-            for v in [v for v in np.unique(crop_labels)[1:] if (crop_labels == v).sum() > 80][:n_prompts]:
-                ys, xs = np.nonzero(crop_labels == v)
-                prompts.append(PathObject(box(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), path_class=NUCLEUS))
-            entry.add_objects(prompts)
-        project.save()
-    return folder / "project"
-
-
-def objects_of(project_path: Path) -> dict[str, list[PathObject]]:
-    with open_project(project_path, "r", backend="native") as project:
-        return {e.name: list(e.objects) for e in project.images}
+SIDE = 192  # make_project's crops
 
 
 def iou(a, b) -> float:
@@ -206,8 +181,8 @@ def _kill_a_worker_while_it_loads(c: Cluster, run: subprocess.Popen) -> dict:
 
 def test_detect_on_a_dask_cluster_equals_the_local_run_and_survives_a_killed_worker(
         tmp_path, nuclei, mobile_sam, cluster) -> None:
-    local = make_project(tmp_path / "local", nuclei)
-    make_project(tmp_path / "remote", nuclei)
+    local = make_project(tmp_path / "local", nuclei, n_prompts=3, corners=CORNERS)
+    make_project(tmp_path / "remote", nuclei, n_prompts=3, corners=CORNERS)
     with open_project(local, "r+", backend="native") as project:  # the same model in this process, image by image
         expected = detect(project, engine=mobile_sam)
     assert expected.ok and all(r.added for r in expected.images)
@@ -260,7 +235,7 @@ def test_detect_on_a_dask_cluster_equals_the_local_run_and_survives_a_killed_wor
 
 
 def test_an_unreachable_scheduler_is_one_line_and_exit_code_1(tmp_path, nuclei, capsys) -> None:
-    project = make_project(tmp_path, nuclei, n_prompts=1)
+    project = make_project(tmp_path, nuclei, n_prompts=1, corners=CORNERS)
     before = (project / "data" / "1" / "data.qpdata").read_bytes()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -278,7 +253,7 @@ def test_an_image_source_named_from_the_clients_folder_reads_the_same_in_a_worke
     from qpsam.geometry import Region
     from qpsam.jobs.targets import EntrySource
 
-    make_project(tmp_path / "client", nuclei, n_prompts=1)
+    make_project(tmp_path / "client", nuclei, n_prompts=1, corners=CORNERS)
     with open_project(tmp_path / "client" / "project", "r", backend="native") as project:
         entry = project.images[1]
         name, entry_id = entry.name, entry.id
@@ -296,7 +271,7 @@ def test_an_image_source_named_from_the_clients_folder_reads_the_same_in_a_worke
 @pytest.mark.parametrize("value", ["dask://", "dask://127.0.0.1", "dask://:8786", "dask://127.0.0.1:port",
                                    "dask://127.0.0.1:70000", "tcp://127.0.0.1:8786", "dask"])
 def test_a_malformed_executor_is_one_line_naming_the_option(tmp_path, nuclei, capsys, value) -> None:
-    project = make_project(tmp_path, nuclei, n_prompts=1)
+    project = make_project(tmp_path, nuclei, n_prompts=1, corners=CORNERS)
     before = (project / "data" / "1" / "data.qpdata").read_bytes()
     started = time.monotonic()
     assert main(["detect", str(project), "--executor", value, "--engine", "torch"]) == 1

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -30,14 +31,18 @@ NUCLEUS = PathClass("Nucleus", (230, 60, 60))
 ENGINE = EngineSpec("vit_t", engine="torch", device="cpu")
 
 
-def make_project(folder: Path, nuclei, n_images: int = 1, n_prompts: int = 6) -> Path:
-    """A project of crops of the real nuclei image, each with box prompts from the ground truth."""
+def make_project(folder: Path, nuclei, n_images: int = 1, n_prompts: int = 6,
+                 corners: Sequence[tuple[int, int]] | None = None) -> Path:
+    """A project of 192-pixel crops of the real nuclei image, each with box prompts from the ground truth.
+
+    ``corners``: the (x, y) of each crop's top left; by default ``n_images`` crops down the left edge, 128 pixels
+    apart (so that neighbours overlap).
+    """
     image, labels = nuclei
     (folder / "images").mkdir(parents=True)
     with open_project(folder / "project", "x", backend="native") as project:
-        for i in range(n_images):
-            y0 = 128 * i
-            crop, crop_labels = image[y0:y0 + 192, :192], labels[y0:y0 + 192, :192]
+        for i, (x0, y0) in enumerate(corners or [(0, 128 * i) for i in range(n_images)]):
+            crop, crop_labels = image[y0:y0 + 192, x0:x0 + 192], labels[y0:y0 + 192, x0:x0 + 192]
             path = folder / "images" / f"crop{i}.tif"
             tifffile.imwrite(path, crop)
             entry = project.add_image(path)

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from lock_race import Holders, append_entry
 from shapely.geometry import box
 
 from qpsam.errors import ProjectError
-from qpsam.fileio import atomic_write
 from qpsam.objects import PathObject
 from qpsam.project import open_project
 from qpsam.project.native import ProjectLock
@@ -44,31 +44,12 @@ def _stale(lock: Path, round_no: int) -> None:
         lock.unlink(missing_ok=True)
 
 
-def _lock_worker(project_file: str, index: int, start, done, holders, doubles, taken, guard) -> None:
+def _lock_worker(project_file: str, index: int, start, done, holders: Holders) -> None:
     lock = ProjectLock(Path(project_file))
     ledger = Path(project_file).with_name("ledger.json")
     for n in range(ROUNDS):
         start.wait()
-        deadline = time.monotonic() + 10
-        while True:  # each writer retries until it has had its turn, as a job would
-            try:
-                lock.acquire()
-                break
-            except ProjectError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.001)
-        with guard:
-            holders.value += 1
-            doubles.value += holders.value > 1
-            taken.value += 1
-        # Read-modify-write under the lock, like a save: a second holder would lose one of the two entries.
-        entries = json.loads(ledger.read_text())
-        time.sleep(0.002)
-        atomic_write(ledger, json.dumps(entries + [f"{index}-{n}"]))
-        with guard:
-            holders.value -= 1
-        lock.release()
+        append_entry(lock, ledger, f"{index}-{n}", holders, timeout_s=10)
         done.wait()
 
 
@@ -91,9 +72,8 @@ def test_200_stale_lock_races_have_one_holder(fast_dir: Path) -> None:
     lock = project_file.with_name("project.qpproj.lock")
     ctx = mp.get_context("spawn")
     start, done = ctx.Barrier(WORKERS + 1), ctx.Barrier(WORKERS + 1)
-    holders, doubles, taken = ctx.Value("i", 0), ctx.Value("i", 0), ctx.Value("i", 0)
-    guard = ctx.Lock()
-    procs = [ctx.Process(target=_lock_worker, args=(str(project_file), i, start, done, holders, doubles, taken, guard))
+    holders = Holders.shared(ctx)
+    procs = [ctx.Process(target=_lock_worker, args=(str(project_file), i, start, done, holders))
              for i in range(WORKERS)]
     for p in procs:
         p.start()
@@ -111,9 +91,10 @@ def test_200_stale_lock_races_have_one_holder(fast_dir: Path) -> None:
                 p.kill()
     entries = json.loads((tmp_path / "ledger.json").read_text())
     lost = WORKERS * ROUNDS - len(entries)
-    assert (doubles.value, lost) == (0, 0), f"{ROUNDS} races: {doubles.value} double holders, {lost} entries lost"
+    assert (holders.doubles.value, lost) == (0, 0), \
+        f"{ROUNDS} races: {holders.doubles.value} double holders, {lost} entries lost"
     assert all(p.exitcode == 0 for p in procs)
-    assert taken.value == WORKERS * ROUNDS
+    assert holders.taken.value == WORKERS * ROUNDS
     assert outlived == 0, f"{outlived} of {ROUNDS} lock files outlived their holders"
 
 

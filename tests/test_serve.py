@@ -135,13 +135,14 @@ def test_no_model_is_loaded_at_start(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from qpsam.server import Settings, create_app
+    from qpsam.server.state import app_state
 
     built: list[str] = []
     app = create_app(Settings(home=tmp_path), engine_factory=lambda t, *a: built.append(t))
     with TestClient(app) as client:
         assert client.get("/sam/version/").status_code == 200
         assert client.get("/sam/weights/").status_code == 200
-    assert built == [] and app.state.host.loads == 0
+    assert built == [] and app_state(app).host.loads == 0
 
 
 def test_access_log_hides_the_token_and_polling(served: str) -> None:

@@ -26,6 +26,7 @@ from qpsam.engines.base import Mask, OutputType, Prompt, to_rgb8
 from qpsam.remote import SamapiClient, features_to_masks
 from qpsam.server import Settings, create_app
 from qpsam.server.features import mask_features
+from qpsam.server.state import app_state
 from qpsam.server.thread import ServerThread
 
 pytestmark = pytest.mark.weights
@@ -228,7 +229,7 @@ def test_listing_weights_deletes_nothing(ext_url: str, home: Path) -> None:
 
 def test_progress_before_any_registration(ext_url: str, server: Any) -> None:
     # samapi answered 500 here (no progress file yet).
-    fresh = Settings(home=Path(server.app.state.settings.home) / "fresh")
+    fresh = Settings(home=Path(app_state(server.app).settings.home) / "fresh")
     from fastapi.testclient import TestClient
 
     assert TestClient(create_app(fresh, engine_factory=lambda *a: None)).get("/sam/progress/").json() == {
@@ -292,7 +293,7 @@ def test_points_with_background_label(ext_url: str, nuclei: Any, reference: Any)
 
 def test_second_prompt_on_the_same_image_skips_the_encoder(ext_url: str, server: Any, nuclei: Any) -> None:
     _, rgb, labels = _crop(nuclei, 0, 0, 128)
-    cache = server.app.state.host.cache
+    cache = app_state(server.app).host.cache
     b64 = _png_b64(rgb)
     for rank in range(2):
         box, _ = _nucleus_box(labels, rank)
@@ -306,7 +307,7 @@ def test_second_prompt_on_the_same_image_skips_the_encoder(ext_url: str, server:
 def test_the_model_loads_once(ext_url: str, server: Any, nuclei: Any) -> None:
     _, rgb, labels = _crop(nuclei, 0, 0, 128)
     box, _ = _nucleus_box(labels)
-    host = server.app.state.host
+    host = app_state(server.app).host
     body = {"type": "vit_t", "bbox": box, "b64img": _png_b64(rgb), "checkpoint_url": VIT_T_URL}
     assert _post_like_extension(ext_url, body).status_code == 200
     loads = host.loads
@@ -326,7 +327,7 @@ def test_grayscale_16bit_and_rgba_images_are_accepted(ext_url: str, server: Any,
         return r.json()
 
     expected = ask(_png_b64(rgb))
-    misses = server.app.state.host.cache.stats().misses
+    misses = app_state(server.app).host.cache.stats().misses
     assert ask(_png_b64(rgb[:, :, 0], "L")) == expected  # 8-bit grayscale (samapi: 500)
     assert ask(_png_b64(raw.astype(np.uint16))) == expected  # 16-bit grayscale PNG, scaled like to_rgb8
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
@@ -335,7 +336,7 @@ def test_grayscale_16bit_and_rgba_images_are_accepted(ext_url: str, server: Any,
     tifffile.imwrite(buf, raw)
     assert ask(base64.b64encode(buf.getvalue()).decode()) == expected  # 16-bit TIFF
     # All of them became the very same RGB pixels: no new encoder run.
-    assert server.app.state.host.cache.stats().misses == misses
+    assert app_state(server.app).host.cache.stats().misses == misses
 
 
 # ----------------------------------------------------------------------------- the qpsam client against the server
@@ -437,7 +438,7 @@ def test_eight_concurrent_clients_get_their_own_results(server: Any, nuclei: Any
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    misses = server.app.state.host.cache.stats().misses
+    misses = app_state(server.app).host.cache.stats().misses
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
     for t in threads:
         t.start()
@@ -447,7 +448,7 @@ def test_eight_concurrent_clients_get_their_own_results(server: Any, nuclei: Any
     ious = [_iou(mask.mask, truth) for (_, _, truth), mask in zip(jobs, results)]
     # Each answer outlines its own image's nucleus (a mixed-up image would give an unrelated shape).
     assert min(ious) > 0.3 and float(np.mean(ious)) > 0.6, ious
-    assert server.app.state.host.cache.stats().misses == misses + len(jobs)  # each image encoded exactly once
+    assert app_state(server.app).host.cache.stats().misses == misses + len(jobs)  # each image encoded exactly once
     # Asked again one at a time (embeddings now cached), every client gets the same answer.
     with SamapiClient(server.url, token=TOKEN, model_type="vit_t") as client:
         for (rgb, box, _), mask in zip(jobs, results):
@@ -587,7 +588,7 @@ def test_upload_never_writes_outside_its_folder(ext_url: str, server: Any, home:
     assert _upload(ext_url, "4f1c-uuid", "../../../evil.jpg", frame).status_code == 422
     assert _upload(ext_url, "4f1c-uuid", "../02.jpg", frame).status_code == 200  # only the base name counts
     assert _upload(ext_url, "4f1c-uuid", "/tmp/x.sh", frame).status_code == 422
-    videos = Path(server.app.state.settings.home) / "videos"
+    videos = Path(app_state(server.app).settings.home) / "videos"
     written = [p for p in home.rglob("*") if p.is_file() and "weights" not in p.parts]
     assert written and all(videos in p.parents for p in written if p.suffix == ".frame")
     assert not list(home.rglob("evil*")) and not list(home.parent.rglob("escape*"))
@@ -629,13 +630,13 @@ def test_video_requests(ext_url: str, server: Any, nuclei: Any) -> None:
 
 
 def test_video_plane_members() -> None:
-    from qpsam.server.app import _plane
+    from qpsam.server.fields import plane
 
-    assert _plane("XYZ", 3, 7) == {"c": -1, "z": 3, "t": 7}
-    assert _plane("XYT", 3, 7) == {"c": -1, "z": 7, "t": 3}
+    assert plane("XYZ", 3, 7) == {"c": -1, "z": 3, "t": 7}
+    assert plane("XYT", 3, 7) == {"c": -1, "z": 7, "t": 3}
     m = np.zeros((10, 10), bool)
     m[2:5, 2:5] = True
-    (f,) = mask_features([Mask(m, 0.0)], "sam2_s", with_quality=False, object_ids=[4], plane=_plane("XYT", 3, 0))
+    (f,) = mask_features([Mask(m, 0.0)], "sam2_s", with_quality=False, object_ids=[4], plane=plane("XYT", 3, 0))
     assert list(f["geometry"]) == ["type", "coordinates", "plane"]
     assert f["properties"] == {"object_idx": 4, "label": "object", "sam_model": "sam2_s"}
 
@@ -714,7 +715,7 @@ def test_register_weights_then_predict_with_them(ext_url: str, server: Any, weig
     assert copy.status_code == 200 and copy.json() == default  # same file, same answer
     by_name = _post_like_extension(ext_url, {**base, "checkpoint_url": "mobile_copy"})  # qpsam clients may name them
     assert by_name.status_code == 200 and by_name.json() == default
-    assert ("vit_t", None) in server.app.state.host.loaded
+    assert ("vit_t", None) in app_state(server.app).host.loaded
 
 
 def test_cancel_a_registration(ext_url: str, weights_file: Path) -> None:

@@ -58,7 +58,8 @@ Where qpsam differs from samapi 0.7.1 on purpose (each checked against what the 
 
 from __future__ import annotations
 
-from .app import FEATURES, PROTOCOL_VERSION, create_app
+from .app import create_app
+from .routes.info import FEATURES, PROTOCOL_VERSION
 from .settings import TOKEN_ENV, Settings
 
 __all__ = ["create_app", "Settings", "TOKEN_ENV", "PROTOCOL_VERSION", "FEATURES"]

@@ -7,6 +7,8 @@ import threading
 import time
 from typing import Any
 
+from .state import ServerState
+
 __all__ = ["ServerThread", "GRACE_S"]
 
 # Seconds uvicorn waits for running requests after a stop before it cancels them (a backstop: the app's own
@@ -65,9 +67,9 @@ class ServerThread:
     def stop(self) -> None:
         # No signal reaches a server in a thread: tell the app itself, so that running work stops and waiting
         # requests answer 503 instead of holding the shutdown.
-        shutdown = getattr(getattr(self.app, "state", None), "shutdown", None)
-        if shutdown is not None:
-            shutdown.set()
+        state = getattr(getattr(self.app, "state", None), "qpsam", None)
+        if isinstance(state, ServerState):
+            state.shutdown.set()
         self.server.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()

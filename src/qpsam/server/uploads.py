@@ -8,7 +8,6 @@ under the integer parsed from its name, so ``../`` or absolute names cannot esca
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import threading
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import QpsamError
+from ..fileio import atomic_write
 from .echo import clip
 
 __all__ = ["UploadStore", "BadUpload"]
@@ -65,9 +65,9 @@ class UploadStore:
             target = folder / f"{index:09d}.frame"
             if count >= self.max_frames and not target.exists():
                 raise BadUpload(f"folder {clip(dirname)} already holds {count} frames, the most this server accepts")
-        tmp = folder / f".{index:09d}.{os.getpid()}.{threading.get_ident()}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        # The whole frame is in memory already (one upload), so the shared writer can take it; its temporary
+        # name ends in .tmp, never .frame, so a frame being written is never listed.
+        atomic_write(target, data)
         return index
 
     def frames(self, dirname: str) -> list[bytes]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from urllib.parse import urlparse
 
 from .. import weights as registry
 from ..errors import WeightsError
+from ..fileio import atomic_write
 from .echo import clip
 from .shutdown import Shutdown
 
@@ -122,9 +122,9 @@ class WeightsService:
         for r in records:
             if r.name == checkpoint_url:
                 return self._path_of(r)
-        entry = registry.CATALOG.get(checkpoint_url)
-        if entry is not None and entry.type == model_type:
-            return str(registry.resolve_weights(model_type, entry.name))
+        named = registry.CATALOG.get(checkpoint_url)
+        if named is not None and named.type == model_type:
+            return str(registry.resolve_weights(model_type, named.name))
         raise CheckpointRejected(
             f"checkpoint_url {clip(checkpoint_url)} is not registered for {model_type}: register it first "
             f"(POST /sam/weights/ with type, name and url), then select it"
@@ -184,9 +184,7 @@ class WeightsService:
             return
         self._last_write = now
         self.home.mkdir(parents=True, exist_ok=True)
-        tmp = self._progress_path.with_name(f".progress.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"message": message, "percent": percent}), encoding="utf-8")
-        os.replace(tmp, self._progress_path)
+        atomic_write(self._progress_path, json.dumps({"message": message, "percent": percent}))
 
     def progress(self) -> dict[str, Any]:
         """The last progress written by a registration (``{"message": None, "percent": -1}`` before any)."""

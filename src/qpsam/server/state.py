@@ -1,0 +1,62 @@
+"""What every route shares: one typed object on ``app.state``, handed to handlers as a FastAPI dependency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Optional
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+
+from ..engines.base import Engine
+from .host import ModelHost
+from .images import decode_b64_image
+from .settings import Settings
+from .shutdown import Shutdown
+from .uploads import UploadStore
+from .weights_api import WeightsService
+
+__all__ = ["ServerState", "AppState", "app_state", "install_state"]
+
+# samapi's SAM3 prompt state: boxes per (model type, checkpoint_url), accumulated until ``reset_prompts``.
+Sam3Boxes = dict[tuple[str, Optional[str]], dict[str, Any]]
+
+
+@dataclass
+class ServerState:
+    """The settings and services of one application (one per uvicorn worker process)."""
+
+    settings: Settings
+    shutdown: Shutdown
+    host: ModelHost
+    weights: WeightsService
+    uploads: UploadStore
+    sam3_state: Sam3Boxes = field(default_factory=dict)
+
+    def decode(self, b64: str, field: str = "b64img") -> np.ndarray:
+        """A base64 image of a request, within this server's pixel limit."""
+        return decode_b64_image(b64, field=field, max_pixels=self.settings.max_image_pixels)
+
+    def engine_for(self, model_type: str, checkpoint_url: str | None) -> Engine:
+        """The loaded engine for a request's model and ``checkpoint_url`` (checked against the weights registry)."""
+        return self.host.engine(model_type, self.weights.resolve(model_type, checkpoint_url))
+
+
+def install_state(app: FastAPI, state: ServerState) -> None:
+    """Make ``state`` the one every route of ``app`` is handed."""
+    app.state.qpsam = state
+
+
+def app_state(app: FastAPI) -> ServerState:
+    """The state :func:`install_state` put on ``app`` (tests and :class:`~.thread.ServerThread` read it)."""
+    state = app.state.qpsam
+    assert isinstance(state, ServerState)
+    return state
+
+
+async def _request_state(request: Request) -> ServerState:
+    # async: FastAPI runs a sync dependency in its thread pool, a hop per request for a plain attribute read.
+    return app_state(request.app)
+
+
+AppState = Annotated[ServerState, Depends(_request_state)]
