@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ..errors import QpsamError, WeightsError
+from ..errors import FileWriteError, QpsamError, WeightsError
 from .echo import clip_detail, validation_detail
 from .host import ModelUnavailable
 from .images import ImageTooLarge
@@ -25,6 +25,7 @@ STATUS: dict[type[Exception], int] = {
     ServerStopping: 503,
     ModelUnavailable: 503,
     CheckpointRejected: 422,
+    FileWriteError: 500,  # the server's own disk failed (full, read only): not the request's fault
     # BadImage, BadUpload, PromptError, GeometryError and engine-side ModelError on the request's values.
     QpsamError: 422,
 }
