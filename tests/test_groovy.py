@@ -19,6 +19,7 @@ from shapely.geometry import LineString, MultiPoint, Point, box
 import qpsam.commands.script
 import qpsam.groovy
 import qpsam.history
+import qpsam.prompts
 from qpsam.engines.base import AutomaskParams, OutputType, Prompt
 from qpsam.errors import ScriptError
 from qpsam.geometry import Region
@@ -256,7 +257,7 @@ def _expected_object(obj: PathObject) -> dict:
         x1, y1, x2, y2 = obj.geometry.bounds
         geometry = {"rect": (x1, y1, x2 - x1, y2 - y1), "points": []}
     else:
-        geometry = {"rect": None, "points": [(x, y) for x, y in qpsam.groovy._vertices(obj)]}
+        geometry = {"rect": None, "points": qpsam.prompts.vertices(obj.geometry)}
     return {**geometry, "plane": (obj.plane.z, obj.plane.t), "class": obj.class_name}
 
 
@@ -441,7 +442,9 @@ def test_scripts_use_dots_under_a_decimal_comma_locale(decimal_comma: str) -> No
 
 
 def test_generators_never_use_locale_formatting() -> None:
-    for module in (qpsam.groovy, qpsam.history, qpsam.commands.script):
+    groovy_modules = (qpsam.groovy, qpsam.groovy.literals, qpsam.groovy.specs, qpsam.groovy.scripts,
+                      qpsam.groovy.templates)
+    for module in (*groovy_modules, qpsam.history, qpsam.commands.script):
         source = inspect.getsource(module)
         assert "import locale" not in source and "locale." not in source
         assert "format_string" not in source

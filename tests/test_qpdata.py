@@ -14,7 +14,9 @@ from shapely.geometry import LineString, MultiPoint, MultiPolygon, Point, Polygo
 from qpsam import geojson
 from qpsam.errors import ProjectError
 from qpsam.objects import ImagePlane, ObjectType, PathClass, PathObject, walk
+from qpsam.project import javaser as J
 from qpsam.project import qpdata as Q
+from qpsam.project.qpdata.values import Pool, hashmap
 
 QPDATA = sorted(SAMPLES.glob("*/data/*/data.qpdata"))
 
@@ -129,7 +131,7 @@ def test_polygons_and_rectangles_are_written_as_qupath_imports_them(tmp_path: Pa
         PathObject(Polygon([(0.1, 0.2), (5.3, 0.1), (3.3, 7.7)])), PathObject(LineString([(0, 0), (1.1, 2), (3, 4)]))]
     q = Q.new_qpdata(None, "OTHER", "0.6.0")
     q.objects = objects
-    kinds = [o.class_name.split(".")[-1] for o in _walk_java(Q.J.loads(q.to_bytes()).contents)
+    kinds = [o.class_name.split(".")[-1] for o in _walk_java(J.loads(q.to_bytes()).contents)
              if o.class_name.startswith("qupath.lib.roi.")]
     assert sorted(kinds) == sorted(["RectangleROI$SerializationProxy"] * 3 + ["PolygonROI$SerializationProxy",
                                                                              "PolylineROI$SerializationProxy"])
@@ -138,7 +140,7 @@ def test_polygons_and_rectangles_are_written_as_qupath_imports_them(tmp_path: Pa
 def test_rois_are_the_ones_qupath_makes(tmp_path: Path) -> None:
     q = Q.new_qpdata(None, "OTHER", "0.6.0")
     q.objects = _variety()
-    stream = Q.J.loads(q.to_bytes())
+    stream = J.loads(q.to_bytes())
     found = set()
     for obj in _walk_java(stream.contents):
         if obj.class_name.startswith("qupath.lib.roi."):
@@ -154,10 +156,10 @@ def _walk_java(items):  # type: ignore[no-untyped-def]
     stack = list(items)
     while stack:
         item = stack.pop()
-        if id(item) in seen or not isinstance(item, (Q.J.JavaObject, Q.J.JavaArray)):
+        if id(item) in seen or not isinstance(item, (J.JavaObject, J.JavaArray)):
             continue
         seen.add(id(item))
-        if isinstance(item, Q.J.JavaArray):
+        if isinstance(item, J.JavaArray):
             stack.extend(item.values if isinstance(item.values, list) else [])
             continue
         yield item
@@ -233,9 +235,9 @@ def test_write_keeps_a_backup_and_updates_summary(tmp_path: Path, lmd: Path) -> 
 
 def test_property_map_is_written_in_javas_hashmap_order() -> None:
     # Java's HashMap iteration order decides the order QuPath writes properties; rebuild a real file's map.
-    stream = Q.J.loads((SAMPLES / "qupath-0.6.0-lmd" / "data" / "1" / "data.qpdata").read_bytes())
-    original = next(i for i in stream.contents if isinstance(i, Q.J.JavaObject) and i.class_name == "java.util.HashMap")
+    stream = J.loads((SAMPLES / "qupath-0.6.0-lmd" / "data" / "1" / "data.qpdata").read_bytes())
+    original = next(i for i in stream.contents if isinstance(i, J.JavaObject) and i.class_name == "java.util.HashMap")
     props = Q.java_to_python(original)
     assert list(props) == ["PROJECT_ENTRY_ID", "qupath.lib.display.ImageDisplay"]
-    rebuilt = Q._hashmap(Q._Pool(), {k: props[k] for k in reversed(list(props))})
-    assert Q.J.dumps(Q.J.JavaStream([rebuilt])) == Q.J.dumps(Q.J.JavaStream([original]))
+    rebuilt = hashmap(Pool(), {k: props[k] for k in reversed(list(props))})
+    assert J.dumps(J.JavaStream([rebuilt])) == J.dumps(J.JavaStream([original]))

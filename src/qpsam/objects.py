@@ -24,7 +24,9 @@ __all__ = [
     "ImagePlane",
     "PathObject",
     "DEFAULT_PLANE",
+    "is_rectangle",
     "roi_kind",
+    "same_measurements",
     "walk",
 ]
 
@@ -167,7 +169,7 @@ class PathObject:
             and self.plane == other.plane
             and self.ellipse == other.ellipse
             and dict(self.metadata) == dict(other.metadata)
-            and _same_measurements(self.measurements, other.measurements)
+            and same_measurements(self.measurements, other.measurements)
             and self.geometry.equals_exact(other.geometry, 0.0)
             and _same_optional_geometry(self.nucleus, other.nucleus)
             and self.children == other.children
@@ -189,7 +191,8 @@ class PathObject:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-def _same_measurements(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+def same_measurements(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    """Whether two measurement lists hold the same names in the same order with the same values (NaN equals NaN)."""
     if list(a) != list(b):
         return False
     for key, value in a.items():
@@ -208,8 +211,8 @@ def _same_optional_geometry(a: BaseGeometry | None, b: BaseGeometry | None) -> b
 def roi_kind(geometry: BaseGeometry, ellipse: bool = False) -> str:
     """Name the QuPath ROI type a geometry maps to, as QuPath does on import.
 
-    QuPath turns an axis-aligned rectangular polygon into a RectangleROI, and a polygon flagged
-    ``isEllipse`` into an EllipseROI.
+    QuPath turns an axis-aligned rectangular polygon (:func:`is_rectangle`) into a RectangleROI, and a polygon
+    flagged ``isEllipse`` into an EllipseROI.
     """
     if isinstance(geometry, Point):
         return "points"
@@ -220,20 +223,28 @@ def roi_kind(geometry: BaseGeometry, ellipse: bool = False) -> str:
     if isinstance(geometry, Polygon):
         if ellipse:
             return "ellipse"
-        if _is_rectangle(geometry):
+        if is_rectangle(geometry):
             return "rectangle"
         return "polygon"
     return "geometry"
 
 
-def _is_rectangle(polygon: Polygon) -> bool:
-    if polygon.interiors or polygon.is_empty:
+def is_rectangle(polygon: Polygon) -> bool:
+    """Whether QuPath takes ``polygon`` for an axis-aligned rectangle (JTS ``Polygon.isRectangle``).
+
+    No holes, one ring of four corners, each on a corner of the bounding box, every edge parallel to an axis,
+    whatever the start corner and direction; a bounding box of no area is no rectangle.
+    """
+    if polygon.is_empty or polygon.interiors:
         return False
-    coords = list(polygon.exterior.coords)[:-1]
-    if len(coords) != 4:
+    x, y, x2, y2 = polygon.bounds
+    if x == x2 or y == y2:
         return False
-    minx, miny, maxx, maxy = polygon.bounds
-    return all(x in (minx, maxx) and y in (miny, maxy) for x, y in coords) and len(set(coords)) == 4
+    ring = list(polygon.exterior.coords)
+    if len(ring) != 5 or any(px not in (x, x2) or py not in (y, y2) for px, py in ring):
+        return False
+    # Each edge moves along exactly one axis (a ring that crosses itself moves along both).
+    return all((a[0] != b[0]) != (a[1] != b[1]) for a, b in zip(ring, ring[1:]))
 
 
 def walk(objects: Iterable[PathObject]) -> Iterator[PathObject]:

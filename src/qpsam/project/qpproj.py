@@ -23,6 +23,7 @@ from qpsam.objects import PathClass
 
 __all__ = [
     "PROJECT_FILE",
+    "read_bytes",
     "read_json",
     "write_json",
     "new_project_json",
@@ -48,14 +49,19 @@ def project_file(path: str | os.PathLike[str]) -> Path:
     return path if path.suffix == ".qpproj" else path / PROJECT_FILE
 
 
-def read_json(path: Path, what: str = "file") -> Any:
-    """A JSON file as Python values; errors name the file."""
+def read_bytes(path: Path, what: str = "file") -> bytes:
+    """The bytes of a project file; a missing or unreadable one raises :class:`ProjectError` naming it."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ProjectError(f"{path}: {what} not found") from None
     except OSError as exc:
         raise ProjectError(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
+
+
+def read_json(path: Path, what: str = "file") -> Any:
+    """A JSON file as Python values; errors name the file."""
+    raw = read_bytes(path, what)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
