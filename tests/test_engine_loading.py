@@ -12,9 +12,10 @@ import os
 import numpy as np
 import pytest
 
-from qpsam.engines import EmbeddingCache, Prompt, load_engine
+from qpsam.engines import EmbeddingCache, load_engine
 from qpsam.engines._torch import read_checkpoint
 from qpsam.errors import ModelError, WeightsError
+from qpsam.sam import Prompt
 from qpsam.weights import packaged_weights
 
 torch = pytest.importorskip("torch", reason="local engines need PyTorch")

@@ -19,7 +19,6 @@ from shapely.geometry import LineString, MultiPoint, Point, box
 import qpsam.commands.script
 import qpsam.groovy
 import qpsam.history
-from qpsam.engines.base import AutomaskParams, OutputType, Prompt
 from qpsam.errors import ScriptError
 from qpsam.geometry import Region
 from qpsam.groovy import (
@@ -37,6 +36,7 @@ from qpsam.groovy import (
     string,
 )
 from qpsam.objects import ImagePlane, PathObject
+from qpsam.sam import AutomaskParams, OutputType, Prompt
 
 GOLDEN = Path(__file__).parent / "golden"
 MOBILE_SAM = "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt"

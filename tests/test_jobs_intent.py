@@ -256,9 +256,9 @@ _UNTILED: dict[str, list] = {}
 def test_tiled_automask_gives_the_untiled_objects_with_none_cut_at_seams(mobile_sam, tile_size, overlap) -> None:
     from shapely.geometry import Point
 
-    from qpsam.engines.base import AutomaskParams
     from qpsam.jobs import ArraySource
     from qpsam.jobs.automask import AutomaskOptions, automask_region, plan_tiles
+    from qpsam.sam import AutomaskParams
 
     yy, xx = np.mgrid[:192, :192]
     image = np.full((192, 192), 20, np.uint8)

@@ -17,9 +17,9 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from qpsam.engines.base import OutputType, Prompt
 from qpsam.errors import ServerError
 from qpsam.remote import SamapiClient, features_to_masks, normalise_url
+from qpsam.sam import OutputType, Prompt
 
 
 class _Server:
@@ -202,7 +202,7 @@ def test_client_reads_samapi_answers_and_undoes_the_quality_shift() -> None:
 
 
 def test_features_to_masks_pixel_corner_round_trip() -> None:
-    from qpsam.engines.base import Mask
+    from qpsam.sam import Mask
     from qpsam.server.features import mask_features
 
     m = np.zeros((30, 30), bool)

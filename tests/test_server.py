@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from qpsam.engines.base import Mask, OutputType, Prompt, to_rgb8
 from qpsam.remote import SamapiClient, features_to_masks
+from qpsam.sam import Mask, OutputType, Prompt, to_rgb8
 from qpsam.server import Settings, create_app
 from qpsam.server.features import mask_features
 from qpsam.server.thread import ServerThread

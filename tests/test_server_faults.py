@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 import pytest
 
-from qpsam.engines.base import AutomaskParams, Mask
+from qpsam.sam import AutomaskParams, Mask
 from qpsam.server import Settings, create_app
 from qpsam.server.thread import ServerThread
 
@@ -202,7 +202,7 @@ def test_sam3_boxes_kept_across_requests_are_bounded(tmp_path: Path) -> None:
 def test_a_split_batch_gives_the_same_automask(mobile_sam: Any, tmp_path: Path, nuclei: Any) -> None:
     from shapely.geometry import shape
 
-    from qpsam.engines.base import to_rgb8
+    from qpsam.sam import to_rgb8
 
     rgb = to_rgb8(nuclei[0][:96, :96])
     body = {"type": "vit_t", "b64img": _png_b64(rgb), "points_per_side": 5, "points_per_batch": 64,

@@ -6,16 +6,10 @@ by the modules that need them.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
-
+from qpsam._version import __version__
 from qpsam.errors import QpsamError
 from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathClass, PathObject
 
-try:
-    __version__ = _version("qpsam")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "DEFAULT_PLANE",

@@ -25,11 +25,11 @@ from typing import Iterable, Mapping, Sequence, Union
 from shapely.geometry import LineString, MultiPoint, Point
 from shapely.geometry import box as shapely_box
 
-from .engines.base import SAM1_TYPES, SAM2_TYPES, AutomaskParams, OutputType, Prompt
 from .errors import FileWriteError, ScriptError
 from .fileio import atomic_write
 from .geometry import Region
 from .objects import ImagePlane, PathClass, PathObject
+from .sam import MODEL_TYPES, VIDEO_TYPES, AutomaskParams, OutputType, Prompt
 
 __all__ = [
     "DEFAULT_SERVER_URL",
@@ -140,8 +140,8 @@ def _comment(text: str) -> str:
 
 def _check_model(model: str) -> str:
     name = str(model).lower()
-    if name not in SAM1_TYPES + SAM2_TYPES + ("sam3",):
-        choices = ", ".join(SAM1_TYPES + SAM2_TYPES + ("sam3",))
+    if name not in MODEL_TYPES:
+        choices = ", ".join(MODEL_TYPES)
         raise ScriptError(f"model {model!r} has no SAMType in qupath-extension-sam; choose one of {choices}")
     return name
 
@@ -286,7 +286,7 @@ class SequenceSpec(_RunSpec):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.model not in SAM2_TYPES + ("sam3",):
+        if self.model not in VIDEO_TYPES:
             raise ScriptError(f"sequences need a SAM2 model or sam3, not {self.model}")
         axis = str(self.axis).lower()
         if axis not in ("z", "t"):

@@ -22,17 +22,17 @@ import ssl
 import threading
 import time
 import uuid
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from .engines.base import AutomaskParams, Mask, OutputType, Prompt, select_masks, to_rgb8
 from .errors import ServerError
+from .sam import AutomaskParams, Mask, OutputType, Prompt, select_masks, to_rgb8
+from .types import Progress
 
 __all__ = ["SamapiClient", "normalise_url", "features_to_masks"]
 
-Progress = Callable[[int, int], None]
 
 
 def normalise_url(url: str) -> str:

@@ -23,8 +23,10 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 from urllib.parse import parse_qs, urlparse
+
+from qpsam.types import Progress
 
 from .errors import ModelError, WeightsError
 from .fileio import atomic_write
@@ -52,7 +54,6 @@ __all__ = [
     "weights_sha256",
 ]
 
-Progress = Callable[[int, int], None]
 
 _FB = "https://dl.fbaipublicfiles.com"
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from qpsam.errors import JobError
+from qpsam.sam import DEFAULT_MODEL
 
 __all__ = ["EngineSpec", "engine_for", "engine_lock", "Executor", "LocalExecutor", "DaskExecutor", "make_executor"]
 
@@ -28,7 +29,7 @@ __all__ = ["EngineSpec", "engine_for", "engine_lock", "Executor", "LocalExecutor
 class EngineSpec:
     """Everything needed to build an engine in any process: local model or samapi server."""
 
-    model_type: str = "vit_t"
+    model_type: str = DEFAULT_MODEL
     weights: str | None = None
     device: str = "auto"
     engine: str = "auto"  # auto | torch | onnx

@@ -12,9 +12,9 @@ from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from .. import __version__
-from ..engines.base import SAM2_TYPES, AutomaskParams, Mask, OutputType, Prompt
+from .._version import __version__
 from ..errors import ModelError, PromptError, QpsamError, WeightsError
+from ..sam import SAM2_TYPES, AutomaskParams, Mask, OutputType, Prompt
 from .echo import clip, clip_detail, validation_detail
 from .features import mask_features
 from .guard import Guard

@@ -9,8 +9,8 @@ import warnings
 
 import numpy as np
 
-from ..engines.base import to_rgb8
 from ..errors import QpsamError
+from ..sam import to_rgb8
 
 __all__ = ["BadImage", "ImageTooLarge", "decode_b64_image", "decode_image_bytes", "encode_png_b64"]
 
