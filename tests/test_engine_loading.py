@@ -14,9 +14,9 @@ import pytest
 
 from qpsam.engines import EmbeddingCache, load_engine
 from qpsam.engines._torch import read_checkpoint
+from qpsam.engines.weights import packaged_weights
 from qpsam.errors import ModelError, WeightsError
 from qpsam.sam import Prompt
-from qpsam.weights import packaged_weights
 
 torch = pytest.importorskip("torch", reason="local engines need PyTorch")
 

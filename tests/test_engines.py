@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from qpsam.engines import EmbeddingCache, load_engine
+from qpsam.engines.weights import packaged_weights, resolve_weights
 from qpsam.errors import ModelError
 from qpsam.sam import AutomaskParams, OutputType, Prompt
-from qpsam.weights import packaged_weights, resolve_weights
 
 torch = pytest.importorskip("torch", reason="local engines need PyTorch")
 tifffile = pytest.importorskip("tifffile")

@@ -16,9 +16,9 @@ import pytest
 
 from qpsam.cli import main
 from qpsam.engines import EmbeddingCache, load_engine
+from qpsam.engines.weights import packaged_weights
 from qpsam.errors import ModelError
 from qpsam.sam import AutomaskParams, OutputType, Prompt
-from qpsam.weights import packaged_weights
 
 torch = pytest.importorskip("torch", reason="the export needs PyTorch")
 pytest.importorskip("onnxruntime", reason="the onnx engine needs onnxruntime: pip install 'qpsam[cpu]'")
@@ -392,7 +392,7 @@ def test_changed_weights_are_exported_again_and_read_only_folders_fall_back(onnx
                                                                             tmp_path):
     """New weights (one tensor changed) get their own export; a weights folder that cannot hold the ONNX folder
     sends it to qpsam's cache folder."""
-    from qpsam.weights import weights_home
+    from qpsam.engines.weights import weights_home
 
     state = torch.load(weights_copy, map_location="cpu", weights_only=True)
     state["mask_decoder.iou_prediction_head.layers.2.bias"] += 0.05

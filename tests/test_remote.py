@@ -17,8 +17,8 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from qpsam.engines.remote import SamapiClient, features_to_masks, normalise_url
 from qpsam.errors import ServerError
-from qpsam.remote import SamapiClient, features_to_masks, normalise_url
 from qpsam.sam import OutputType, Prompt
 
 

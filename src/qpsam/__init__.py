@@ -10,7 +10,6 @@ from qpsam._version import __version__
 from qpsam.errors import QpsamError
 from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathClass, PathObject
 
-
 __all__ = [
     "DEFAULT_PLANE",
     "ImagePlane",

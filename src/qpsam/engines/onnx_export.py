@@ -35,7 +35,7 @@ from typing import Any
 from ..errors import ModelError
 from ..fileio import atomic_write
 from ..types import Progress
-from ..weights import file_sha256_cached
+from .weights import file_sha256_cached, weights_home
 
 __all__ = ["FORMAT", "GRAPHS", "PREPARED", "OnnxFiles", "check_folder", "ensure_onnx", "export_onnx", "onnx_folders"]
 
@@ -70,8 +70,6 @@ def _files(folder: Path, rebuilt: bool) -> OnnxFiles:
 
 def onnx_folders(model_type: str, weights: Path, sha256: str) -> list[Path]:
     """Where the files for ``weights`` may live, preferred first: beside the weights, then qpsam's cache."""
-    from ..weights import weights_home
-
     key = sha256[:16]
     return [
         weights.parent / f"{weights.name}.onnx" / key,

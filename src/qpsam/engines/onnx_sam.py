@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
-from ..sam import AutomaskParams, Mask, OutputType, Prompt, select_masks, to_rgb8
+from ..sam import AutomaskParams, Mask, OutputType, Prompt, check_model_type, select_masks, to_rgb8
 from ..types import Progress
-from ..weights import check_model_type, resolve_weights, weights_sha256
 from .base import check_prompts, prompt_batches
 from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
 from .lowres import PAD, Frame, masks_from_lowres, upsample_roi
 from .onnx_export import PREPARED, OnnxFiles, ensure_onnx
+from .weights import resolve_weights, weights_sha256
 
 __all__ = ["OUTSIDE_LOGIT", "OnnxSamEngine", "box_windows", "default_threads", "onnxruntime_available"]
 

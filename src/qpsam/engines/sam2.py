@@ -15,14 +15,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import ModelError
-from ..sam import AutomaskParams, Mask, OutputType, Prompt, to_rgb8
+from ..sam import AutomaskParams, Mask, OutputType, Prompt, check_model_type, to_rgb8
 from ..types import Progress
-from ..weights import check_model_type, resolve_weights, weights_sha256
 from ._torch import autocast, autocast_dtype, collect_torch_masks, load_into, pick_device, read_checkpoint
 from .automask import generate_masks
 from .base import check_prompts, prompt_batches
 from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
 from .torch_sam import default_cache
+from .weights import resolve_weights, weights_sha256
 
 __all__ = ["Sam2Engine", "build_sam2_model", "sam2_config"]
 

@@ -14,11 +14,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ModelError
-from ..sam import AutomaskParams, Mask, OutputType, Prompt, to_rgb8
+from ..sam import AutomaskParams, Mask, OutputType, Prompt, check_model_type, to_rgb8
 from ..types import Progress
-from ..weights import check_model_type, resolve_weights
 from ._torch import autocast, autocast_dtype, pick_device
 from .cache import EmbeddingCache
+from .weights import resolve_weights
 
 __all__ = ["Sam3Engine", "sam3_available"]
 

@@ -44,7 +44,7 @@ class EngineSpec:
     def load(self) -> Any:
         """Build the engine (local or remote) this spec describes."""
         if self.server:
-            from qpsam.remote import SamapiClient
+            from qpsam.engines.remote import SamapiClient
 
             return SamapiClient(self.server, token=self.token, model_type=self.model_type, weights=self.weights)
         from qpsam.engines import load_engine

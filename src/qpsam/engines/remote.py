@@ -1,7 +1,7 @@
 """A client for samapi-compatible servers (``qpsam serve`` or the original samapi) that works like an engine.
 
 :class:`SamapiClient` speaks samapi's wire format (base64 PNG in, GeoJSON features out) and turns answers
-back into the :class:`~qpsam.engines.base.Mask` values a local engine returns, so jobs run the same way on a
+back into the :class:`~qpsam.sam.Mask` values a local engine returns, so jobs run the same way on a
 GPU box as on the laptop::
 
     client = SamapiClient("http://gpu-box:8000/sam/", token="...", model_type="vit_t")
@@ -27,9 +27,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from .errors import ServerError
-from .sam import AutomaskParams, Mask, OutputType, Prompt, select_masks, to_rgb8
-from .types import Progress
+from ..errors import ServerError
+from ..sam import DEFAULT_MODEL, AutomaskParams, Mask, OutputType, Prompt, select_masks, to_rgb8
+from ..types import Progress
 
 __all__ = ["SamapiClient", "normalise_url", "features_to_masks"]
 
@@ -142,7 +142,7 @@ class SamapiClient:
         timeout: float = 120.0,
         transport: Any = None,
         *,
-        model_type: str = "vit_t",
+        model_type: str = DEFAULT_MODEL,
         weights: str | None = None,
         retries: int = 2,
         backoff: float = 0.5,
