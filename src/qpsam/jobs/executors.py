@@ -17,7 +17,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from qpsam.errors import JobError
 from qpsam.sam import DEFAULT_MODEL
@@ -169,12 +169,3 @@ def make_executor(spec: str | Any | None) -> LocalExecutor | DaskExecutor:
     if isinstance(spec, str):
         return DaskExecutor(address=_scheduler_address(spec))
     return DaskExecutor(client=spec)
-
-
-def run_all(executor: Executor, fn: Callable[..., Any], jobs: Iterable[tuple[Any, ...]]) -> list[Any]:
-    """Results in job order (exceptions in place of failed units)."""
-    jobs = list(jobs)
-    out: list[Any] = [None] * len(jobs)
-    for i, result in executor.run(fn, jobs):
-        out[i] = result
-    return out
