@@ -136,11 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from qpsam.engines import AutomaskParams, EmbeddingCache, Prompt, load_engine
+    from qpsam.engines import EmbeddingCache, load_engine
     from qpsam.engines._torch import load_into, pick_device, read_checkpoint
-    from qpsam.engines.base import to_rgb8
     from qpsam.engines.torch_sam import build_sam1
-    from qpsam.weights import resolve_weights
+    from qpsam.engines.weights import resolve_weights
+    from qpsam.sam import AutomaskParams, Prompt, to_rgb8
 
     image, gt, image_name = load_image(args.image)
     rgb = to_rgb8(image)

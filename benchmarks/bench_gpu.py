@@ -28,7 +28,7 @@ def tiles_from_nuclei(count: int, size: int) -> list[np.ndarray]:
     """``count`` different ``size`` x ``size`` RGB tiles made of the 512x512 nuclei image."""
     import tifffile
 
-    from qpsam.engines import to_rgb8
+    from qpsam.sam import to_rgb8
 
     rgb = to_rgb8(tifffile.imread(REPO / "examples" / "data" / "nuclei.tif"))
     reps = -(-size // rgb.shape[0])
@@ -65,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from qpsam.engines import AutomaskParams, EmbeddingCache, load_engine
+    from qpsam.engines import EmbeddingCache, load_engine
     from qpsam.jobs import ArraySource
     from qpsam.jobs.automask import AutomaskOptions, automask_region
+    from qpsam.sam import AutomaskParams
 
     images = tiles_from_nuclei(args.images, args.size)
     rows: list[tuple[str, str, float, str]] = []

@@ -106,12 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from qpsam.engines import AutomaskParams, Prompt, load_engine, to_rgb8
+    from qpsam.engines import load_engine
     from qpsam.engines._torch import load_into, read_checkpoint
     from qpsam.engines.lowres import masks_from_lowres, upsample_roi
     from qpsam.engines.onnx_sam import _encode_prompts
     from qpsam.engines.torch_sam import build_sam1
-    from qpsam.weights import resolve_weights
+    from qpsam.engines.weights import resolve_weights
+    from qpsam.sam import AutomaskParams, Prompt, to_rgb8
 
     data = REPO / "examples" / "data"
     rgb = to_rgb8(tifffile.imread(data / "nuclei.tif"))

@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from qpsam.engines.base import to_rgb8  # noqa: E402
+from qpsam.sam import to_rgb8  # noqa: E402
 from qpsam.server import Settings, create_app  # noqa: E402
 from qpsam.server.thread import ServerThread  # noqa: E402
 

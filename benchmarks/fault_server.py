@@ -64,7 +64,7 @@ def control_image() -> tuple[str, list[int]]:
     """A 128x128 crop of the bundled nuclei image and the box of its largest nucleus."""
     import tifffile
 
-    from qpsam.engines.base import to_rgb8
+    from qpsam.sam import to_rgb8
 
     img = tifffile.imread(REPO / "examples/data/nuclei.tif")[:128, :128]
     lab = tifffile.imread(REPO / "examples/data/nuclei_mask.tif")[:128, :128]

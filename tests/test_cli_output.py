@@ -16,10 +16,10 @@ import pytest
 from test_jobs_project import make_project
 
 from qpsam.cli import main
-from qpsam.engines.base import AutomaskParams
 from qpsam.jobs import DetectOptions, EngineSpec, automask, detect
 from qpsam.jobs.automask import AutomaskOptions, plan_tiles
 from qpsam.project import open_project
+from qpsam.sam import AutomaskParams
 
 ENGINE = EngineSpec("vit_t", engine="torch", device="cpu")
 CLI = [sys.executable, "-m", "qpsam.cli"]

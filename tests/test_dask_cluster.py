@@ -285,11 +285,11 @@ def test_threads_of_a_worker_sharing_its_model_never_predict_on_each_others_imag
                                                                                   monkeypatch) -> None:
     """A worker started with ``--nthreads 2`` runs two units at once on its one model. Here the other unit sets
     its image at the worst moment: right after this unit's ``set_image``, before its ``predict``."""
-    from qpsam.engines.base import OutputType
     from qpsam.geometry import Region
     from qpsam.jobs.detect import detect_window
     from qpsam.jobs.sources import ArraySource
     from qpsam.prompts import PromptSet, prompts_from_objects
+    from qpsam.sam import OutputType
 
     image, labels = nuclei
     region = Region(0, 0, SIDE, SIDE)

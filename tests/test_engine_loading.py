@@ -12,10 +12,11 @@ import os
 import numpy as np
 import pytest
 
-from qpsam.engines import EmbeddingCache, Prompt, load_engine
+from qpsam.engines import EmbeddingCache, load_engine
 from qpsam.engines._torch import read_checkpoint
+from qpsam.engines.weights import packaged_weights
 from qpsam.errors import ModelError, WeightsError
-from qpsam.weights import packaged_weights
+from qpsam.sam import Prompt
 
 torch = pytest.importorskip("torch", reason="local engines need PyTorch")
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qpsam.engines import AutomaskParams, EmbeddingCache, OutputType, Prompt, load_engine
+from qpsam.engines import EmbeddingCache, load_engine
+from qpsam.engines.weights import packaged_weights, resolve_weights
 from qpsam.errors import ModelError
-from qpsam.weights import packaged_weights, resolve_weights
+from qpsam.sam import AutomaskParams, OutputType, Prompt
 
 torch = pytest.importorskip("torch", reason="local engines need PyTorch")
 tifffile = pytest.importorskip("tifffile")
@@ -181,7 +182,7 @@ def test_encode_batch_fills_the_cache_for_later_images(nuclei):
 
 
 def test_grayscale_16bit_input_equals_its_rgb8_rendering(engine, nuclei):
-    from qpsam.engines import to_rgb8
+    from qpsam.sam import to_rgb8
 
     image, gt = nuclei
     prompt = Prompt(box=_gt_boxes(gt)[5][1])

@@ -20,7 +20,6 @@ import qpsam.commands.script
 import qpsam.groovy
 import qpsam.history
 import qpsam.prompts
-from qpsam.engines.base import AutomaskParams, OutputType, Prompt
 from qpsam.errors import ScriptError
 from qpsam.geometry import Region
 from qpsam.groovy import (
@@ -38,6 +37,7 @@ from qpsam.groovy import (
     string,
 )
 from qpsam.objects import ImagePlane, PathObject
+from qpsam.sam import AutomaskParams, OutputType, Prompt
 
 GOLDEN = Path(__file__).parent / "golden"
 MOBILE_SAM = "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt"

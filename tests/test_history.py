@@ -12,14 +12,15 @@ import pytest
 from groovy_fixtures import groovy, parse_ok, reader  # noqa: F401
 from shapely.geometry import box
 
-from qpsam import __version__, geojson, history
+from qpsam import geojson, history
+from qpsam._version import __version__
 from qpsam.cli import main
-from qpsam.engines.base import AutomaskParams, OutputType, Prompt
 from qpsam.errors import ProjectError
 from qpsam.geometry import Region
 from qpsam.groovy import AutomaskSpec, DetectionSpec, SequenceSpec, VideoPrompt, script_for
 from qpsam.objects import PathObject
 from qpsam.project import open_project
+from qpsam.sam import AutomaskParams, OutputType, Prompt
 
 
 @pytest.fixture()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLES
 
+from qpsam.errors import QpsamError
 from qpsam.project import javaser as J
 
 QPDATA = sorted(SAMPLES.glob("*/data/*/data.qpdata"))
@@ -83,3 +84,10 @@ def test_not_a_stream() -> None:
         J.loads(b"\xac\xed\x00\x05\x01")
     with pytest.raises(J.JavaSerError, match="unknown handle"):
         J.loads(b"\xac\xed\x00\x05\x71\x00\x7e\x00\x05")
+
+
+def test_codec_errors_are_qpsam_errors() -> None:
+    # Callers catch QpsamError for every error qpsam raises on purpose; ValueError stays for older callers.
+    with pytest.raises(QpsamError):
+        J.loads(b"PK\x03\x04 not java")
+    assert issubclass(J.JavaSerError, ValueError)

@@ -7,11 +7,11 @@ import pytest
 from shapely.geometry import box
 
 from qpsam.engines import EmbeddingCache, load_engine
-from qpsam.engines.base import AutomaskParams
 from qpsam.geometry import mask_to_geometry
 from qpsam.jobs import QUALITY, ArraySource, DetectOptions, detect_image
 from qpsam.jobs.automask import AutomaskOptions, automask_region
 from qpsam.objects import ObjectType, PathClass, PathObject
+from qpsam.sam import AutomaskParams
 
 pytestmark = pytest.mark.weights
 

@@ -20,11 +20,11 @@ from test_jobs_project import make_project, objects_of
 
 from qpsam import history
 from qpsam.cli import main
-from qpsam.engines.base import Mask
 from qpsam.errors import JobError
 from qpsam.jobs import QUALITY, DetectOptions, EngineSpec, detect
 from qpsam.objects import PathClass, PathObject
 from qpsam.project import open_project
+from qpsam.sam import Mask
 
 NUCLEUS = PathClass("Nucleus", (230, 60, 60))
 

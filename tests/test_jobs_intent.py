@@ -256,9 +256,9 @@ _UNTILED: dict[str, list] = {}
 def test_tiled_automask_gives_the_untiled_objects_with_none_cut_at_seams(mobile_sam, tile_size, overlap) -> None:
     from shapely.geometry import Point
 
-    from qpsam.engines.base import AutomaskParams
     from qpsam.jobs import ArraySource
     from qpsam.jobs.automask import AutomaskOptions, automask_region, plan_tiles
+    from qpsam.sam import AutomaskParams
 
     yy, xx = np.mgrid[:192, :192]
     image = np.full((192, 192), 20, np.uint8)
@@ -354,7 +354,7 @@ def _script(engine: EngineSpec) -> str:
 
 
 def test_replay_scripts_name_the_weights_of_every_source(tmp_path, weights_home, served) -> None:
-    from qpsam.weights import CATALOG, packaged_weights, register_weights
+    from qpsam.engines.weights import CATALOG, packaged_weights, register_weights
 
     mobile = packaged_weights("vit_t")
     if mobile is None:
@@ -382,7 +382,7 @@ def test_replay_scripts_name_the_weights_of_every_source(tmp_path, weights_home,
 
 
 def test_a_run_with_local_weights_warns_and_records_it(tmp_path, nuclei, weights_home, capsys, qupath_check) -> None:
-    from qpsam.weights import packaged_weights
+    from qpsam.engines.weights import packaged_weights
 
     mobile = packaged_weights("vit_t")
     if mobile is None:

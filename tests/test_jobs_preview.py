@@ -10,12 +10,12 @@ from PIL import Image
 from shapely.geometry import MultiPoint, Point, box
 from test_jobs_project import make_project
 
-from qpsam.engines.base import AutomaskParams
 from qpsam.jobs import automask, detect
 from qpsam.jobs.automask import AutomaskOptions
 from qpsam.jobs.preview import AREA_COLOR, BACKGROUND_COLOR, PROMPT_COLOR
 from qpsam.objects import PathClass, PathObject
 from qpsam.project import open_project
+from qpsam.sam import AutomaskParams
 
 pytestmark = pytest.mark.weights
 

@@ -293,8 +293,8 @@ def test_objects_cross_in_chunks_with_ids_classes_planes_measurements(host, live
 
 def test_automask_inside_the_selected_annotation(host, live_image, mobile_sam):
     from qpsam import live
-    from qpsam.engines.base import AutomaskParams
     from qpsam.objects import ImagePlane, PathClass, PathObject
+    from qpsam.sam import AutomaskParams
 
     area = PathObject(box(150, 150, 280, 280), path_class=PathClass("Region", (0, 0, 0)), plane=ImagePlane(z=1))
     options = live.AutomaskOptions(AutomaskParams(points_per_side=2, pred_iou_thresh=0.3, stability_score_thresh=0.3),

@@ -15,15 +15,10 @@ import numpy as np
 import pytest
 
 from qpsam.cli import main
-from qpsam.engines import (
-    AutomaskParams,
-    EmbeddingCache,
-    OutputType,
-    Prompt,
-    load_engine,
-)
+from qpsam.engines import EmbeddingCache, load_engine
+from qpsam.engines.weights import packaged_weights
 from qpsam.errors import ModelError
-from qpsam.weights import packaged_weights
+from qpsam.sam import AutomaskParams, OutputType, Prompt
 
 torch = pytest.importorskip("torch", reason="the export needs PyTorch")
 pytest.importorskip("onnxruntime", reason="the onnx engine needs onnxruntime: pip install 'qpsam[cpu]'")
@@ -122,7 +117,7 @@ def test_point_prompts_and_every_output_type_equal_torch(onnx_engine, mobile_sam
 
 
 def test_batched_equals_one_by_one_and_grayscale_equals_rgb8(onnx_engine, nuclei):
-    from qpsam.engines import to_rgb8
+    from qpsam.sam import to_rgb8
 
     image, gt = nuclei
     prompts = [Prompt(box=b) for _, b in _gt_boxes(gt)[10:15]]
@@ -217,7 +212,8 @@ import sys
 for name in ("torch", "torchvision", "segment_anything", "mobile_sam", "sam2"):
     sys.modules[name] = None
 import numpy as np
-from qpsam.engines import AutomaskParams, Prompt, load_engine
+from qpsam.engines import load_engine
+from qpsam.sam import AutomaskParams, Prompt
 engine = load_engine("vit_t", {str(weights_copy)!r}, device="cpu", cache=False, threads=1)
 image = np.load({str(tmp_path / "image.npy")!r})
 engine.set_image(image)
@@ -334,9 +330,9 @@ def test_sam_vit_encoder_exports_and_runs_like_torch(tmp_path, nuclei):
     """The SAM ViT architecture (global attention, relative positions) exports too. No registry package ships
     real vit_b/l/h weights, so this vit_b has random weights and claims no quality: its ONNX Runtime
     embeddings and low-resolution mask logits equal PyTorch's for the same weights."""
-    from qpsam.engines import to_rgb8
     from qpsam.engines.onnx_sam import OnnxSamEngine, _encode_prompts
     from qpsam.engines.torch_sam import build_sam1
+    from qpsam.sam import to_rgb8
 
     torch.manual_seed(0)
     model, predictor_cls = build_sam1("vit_b")
@@ -396,7 +392,7 @@ def test_changed_weights_are_exported_again_and_read_only_folders_fall_back(onnx
                                                                             tmp_path):
     """New weights (one tensor changed) get their own export; a weights folder that cannot hold the ONNX folder
     sends it to qpsam's cache folder."""
-    from qpsam.weights import weights_home
+    from qpsam.engines.weights import weights_home
 
     state = torch.load(weights_copy, map_location="cpu", weights_only=True)
     state["mask_decoder.iou_prediction_head.layers.2.bias"] += 0.05

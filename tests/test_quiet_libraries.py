@@ -16,7 +16,8 @@ import pytest
 
 SCRIPT = r"""
 import sys, numpy as np, torch
-from qpsam.engines import load_engine, Prompt
+from qpsam.engines import load_engine
+from qpsam.sam import Prompt
 from qpsam.engines.sam2 import build_sam2_model
 torch.manual_seed(0)
 torch.set_num_threads(2)

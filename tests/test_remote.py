@@ -8,6 +8,7 @@ real weights is tested in ``test_server.py``.
 from __future__ import annotations
 
 import json
+import pickle
 import socket
 import threading
 import time
@@ -17,9 +18,9 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from qpsam.engines.base import OutputType, Prompt
+from qpsam.engines.remote import SamapiClient, features_to_masks, normalise_url
 from qpsam.errors import ServerError
-from qpsam.remote import SamapiClient, features_to_masks, normalise_url
+from qpsam.sam import OutputType, Prompt
 
 
 class _Server:
@@ -83,8 +84,9 @@ def test_refused_connection_is_retried_then_named() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     client = SamapiClient(f"http://127.0.0.1:{port}/sam/", retries=2, backoff=0.01, timeout=2)
-    with pytest.raises(ServerError, match=r"cannot connect .*refused.*tried 3 times"):
+    with pytest.raises(ServerError, match=r"cannot connect .*refused.*tried 3 times") as err:
         client.version()
+    assert err.value.status is None  # no answer at all
 
 
 def test_timeout_is_a_clear_error() -> None:
@@ -102,16 +104,18 @@ def test_500_carries_the_servers_text() -> None:
     with _Server(lambda h: (500, b"Internal Server Error", "text/plain")) as server:
         client = SamapiClient(server.url)
         client.set_image(_image())
-        with pytest.raises(ServerError, match=r"answered 500: Internal Server Error"):
+        with pytest.raises(ServerError, match=r"answered 500: Internal Server Error") as err:
             client.predict([Prompt(box=(1, 1, 10, 10))])
+        assert err.value.status == 500
 
 
 def test_malformed_json_is_named() -> None:
     with _Server(lambda h: (200, b"<html>not json", "application/json")) as server:
         client = SamapiClient(server.url)
         client.set_image(_image())
-        with pytest.raises(ServerError, match=r"not with JSON: '<html>not json'"):
+        with pytest.raises(ServerError, match=r"not with JSON: '<html>not json'") as err:
             client.predict([Prompt(box=(1, 1, 10, 10))])
+        assert err.value.status == 200
 
 
 def test_wrong_shape_of_json_is_named() -> None:
@@ -131,11 +135,19 @@ def test_401_and_422_details_are_shown() -> None:
 
     with _Server(answer) as server:
         client = SamapiClient(server.url)
-        with pytest.raises(ServerError, match=r"valid token \(401\): token please"):
+        with pytest.raises(ServerError, match=r"valid token \(401\): token please") as err:
             client.list_weights("vit_t")
+        assert err.value.status == 401
         client.set_image(_image())
-        with pytest.raises(ServerError, match=r"422: body.b64img: Field required"):
+        with pytest.raises(ServerError, match=r"422: body.b64img: Field required") as err:
             client.predict([Prompt(box=(1, 1, 10, 10))])
+        assert err.value.status == 422
+
+
+def test_server_error_keeps_its_status_across_processes() -> None:
+    error = pickle.loads(pickle.dumps(ServerError("POST /sam/: the server answered 503: busy", 503)))
+    assert isinstance(error, ServerError) and error.status == 503 and str(error).endswith("503: busy")
+    assert ServerError("no image set").status is None
 
 
 # ----------------------------------------------------------------------------- samapi's own wire format
@@ -202,7 +214,7 @@ def test_client_reads_samapi_answers_and_undoes_the_quality_shift() -> None:
 
 
 def test_features_to_masks_pixel_corner_round_trip() -> None:
-    from qpsam.engines.base import Mask
+    from qpsam.sam import Mask
     from qpsam.server.features import mask_features
 
     m = np.zeros((30, 30), bool)

@@ -17,8 +17,8 @@ from typing import Iterator
 import httpx
 import pytest
 
+from qpsam.engines.remote import SamapiClient
 from qpsam.errors import ServerError
-from qpsam.remote import SamapiClient
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "env-token-123"

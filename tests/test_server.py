@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from qpsam.engines.base import Mask, OutputType, Prompt, to_rgb8
-from qpsam.remote import SamapiClient, features_to_masks
+from qpsam.engines.remote import SamapiClient, features_to_masks
+from qpsam.sam import Mask, OutputType, Prompt, to_rgb8
 from qpsam.server import Settings, create_app
 from qpsam.server.features import mask_features
 from qpsam.server.state import app_state
@@ -39,7 +39,7 @@ FORBIDDEN_PROPERTIES = {"objectType", "object_type", "type", "name", "color", "c
 
 # ----------------------------------------------------------------------------- fixtures
 def _mobile_sam_file() -> Path | None:
-    from qpsam.weights import packaged_weights
+    from qpsam.engines.weights import packaged_weights
 
     return packaged_weights("vit_t")
 

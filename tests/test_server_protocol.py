@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from qpsam.engines.base import Mask, Prompt
+from qpsam.sam import Mask, Prompt
 from qpsam.server import Settings, create_app
 
 

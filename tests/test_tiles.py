@@ -11,10 +11,10 @@ import pytest
 from shapely import union_all
 from shapely.geometry import box
 
-from qpsam.engines.base import Mask
 from qpsam.errors import JobError
 from qpsam.geometry import Region, mask_to_geometry
 from qpsam.jobs.automask import merge_pieces, plan_tiles, tile_pieces
+from qpsam.sam import Mask
 
 
 def _labels(size: int = 600) -> np.ndarray:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from qpsam import weights as W
+from qpsam.engines import weights as W
 from qpsam.errors import ModelError, WeightsError
+from qpsam.sam import MODELS
 
 
 def _vit_b_checkpoint(size: int) -> bytes:
@@ -239,9 +240,10 @@ def test_catalog_and_model_table_are_complete():
     assert set(W.CATALOG) == {"vit_b_lm", "vit_h_lm", "vit_b_em", "vit_h_em", "vit_b_histopathology",
                               "vit_h_histopathology"}
     assert all(e.type in ("vit_b", "vit_h") and e.url.startswith("https://") for e in W.CATALOG.values())
-    assert set(W.MODELS) == {"vit_h", "vit_l", "vit_b", "vit_t", "sam2_l", "sam2_bp", "sam2_s", "sam2_t", "sam3"}
-    assert W.MODELS["vit_h"].url.endswith("sam_vit_h_4b8939.pth")
-    assert W.MODELS["sam2_bp"].url.endswith("072824/sam2_hiera_base_plus.pt")
+    assert set(MODELS) == {"vit_h", "vit_l", "vit_b", "vit_t", "sam2_l", "sam2_bp", "sam2_s", "sam2_t", "sam3"}
+    assert all(m.weights in W.CHECKPOINTS for m in MODELS.values())
+    assert W.default_weights("vit_h").url.endswith("sam_vit_h_4b8939.pth")
+    assert W.default_weights("sam2_bp").url.endswith("072824/sam2_hiera_base_plus.pt")
 
 
 def test_packaged_mobile_sam_and_qpsam_weights_env(tmp_path, monkeypatch):
@@ -264,8 +266,8 @@ def test_packaged_mobile_sam_and_qpsam_weights_env(tmp_path, monkeypatch):
 
 
 def test_url_normalisation_for_hub_links():
-    assert W._normalise_url("https://huggingface.co/o/r/blob/main/x.pt") == "https://huggingface.co/o/r/resolve/main/x.pt"
-    assert "id=ABC" in W._normalise_url("https://drive.google.com/file/d/ABC/view?usp=sharing")
+    assert W.direct_url("https://huggingface.co/o/r/blob/main/x.pt") == "https://huggingface.co/o/r/resolve/main/x.pt"
+    assert "id=ABC" in W.direct_url("https://drive.google.com/file/d/ABC/view?usp=sharing")
 
 
 def test_cli_register_list_path_and_errors(server, home, capsys):

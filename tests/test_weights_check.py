@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from qpsam import weights as W
 from qpsam.cli import main
+from qpsam.engines import weights as W
 from qpsam.engines.checkpoint import checkpoint_type
 from qpsam.errors import WeightsError
 

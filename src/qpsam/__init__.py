@@ -1,38 +1,80 @@
 """qpsam: run Segment Anything models on QuPath projects.
 
-Importing :mod:`qpsam` is light: no torch, no Java. Heavy parts (models, paquo, the server) are imported only
-by the modules that need them.
+Importing :mod:`qpsam` is light: no torch, no Java, not even numpy or shapely. Every name below is imported from
+its module on first use, so ``qpsam.open_project`` costs what the project layer costs and nothing more.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
+from typing import TYPE_CHECKING
 
+from qpsam._version import __version__
 from qpsam.errors import QpsamError
-from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathClass, PathObject
 
-try:
-    __version__ = _version("qpsam")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from qpsam.engines import load_engine
+    from qpsam.engines.remote import SamapiClient
+    from qpsam.geometry import Region
+    from qpsam.jobs import AutomaskOptions, DetectOptions
+    from qpsam.jobs.run import automask, detect, track
+    from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathClass, PathObject
+    from qpsam.project import open_project
+    from qpsam.sam import AutomaskParams, OutputType, Prompt
+
+# name -> the module that defines it
+_LAZY: dict[str, str] = {
+    "open_project": "qpsam.project",
+    "DEFAULT_PLANE": "qpsam.objects",
+    "ImagePlane": "qpsam.objects",
+    "ObjectType": "qpsam.objects",
+    "PathClass": "qpsam.objects",
+    "PathObject": "qpsam.objects",
+    "Region": "qpsam.geometry",
+    "Prompt": "qpsam.sam",
+    "OutputType": "qpsam.sam",
+    "AutomaskParams": "qpsam.sam",
+    "load_engine": "qpsam.engines",
+    "SamapiClient": "qpsam.engines.remote",
+    "detect": "qpsam.jobs",
+    "automask": "qpsam.jobs",
+    "track": "qpsam.jobs",
+    "DetectOptions": "qpsam.jobs",
+    "AutomaskOptions": "qpsam.jobs",
+}
 
 __all__ = [
+    "QpsamError",
+    "__version__",
+    "open_project",
     "DEFAULT_PLANE",
     "ImagePlane",
     "ObjectType",
     "PathClass",
     "PathObject",
-    "QpsamError",
-    "__version__",
-    "open_project",
+    "Region",
+    "Prompt",
+    "OutputType",
+    "AutomaskParams",
+    "load_engine",
+    "SamapiClient",
+    "detect",
+    "automask",
+    "track",
+    "DetectOptions",
+    "AutomaskOptions",
 ]
 
 
 def __getattr__(name: str) -> object:
-    # open_project lives in qpsam.project (numpy, tifffile, ...): import it on first use only.
-    if name == "open_project":
-        from qpsam.project import open_project
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qpsam' has no attribute {name!r}")
+    from importlib import import_module
 
-        return open_project
-    raise AttributeError(f"module 'qpsam' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import click
 
-from qpsam import __version__
+from qpsam._version import __version__
 from qpsam.errors import DataWarning, QpsamError
 
 # Modules under qpsam.commands that provide register(group); a module that is missing is skipped so that a

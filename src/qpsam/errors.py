@@ -36,7 +36,19 @@ class WeightsError(ModelError):
 
 
 class ServerError(QpsamError):
-    """A samapi-compatible server that answered badly or not at all."""
+    """A samapi-compatible server that answered badly or not at all.
+
+    ``status`` is the HTTP status of the server's answer (200 for an answer that could not be read), None when
+    there was no answer: callers branch on it instead of parsing the message.
+    """
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+    def __reduce__(self) -> tuple[type[ServerError], tuple[str, int | None]]:
+        # Keep the status when the error crosses processes (Dask workers send exceptions pickled).
+        return (type(self), (str(self), self.status))
 
 
 class ScriptError(QpsamError, ValueError):

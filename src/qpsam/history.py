@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from . import __version__
+from ._version import __version__
 from .errors import ProjectError
 from .groovy import Spec, describe, job_kind, script_for
 

@@ -23,9 +23,9 @@ from typing import Iterable, Sequence
 from shapely.geometry import LineString, MultiPoint, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from qpsam.engines.base import Prompt
 from qpsam.geometry import Region
 from qpsam.objects import ObjectType, PathObject
+from qpsam.sam import Prompt
 
 __all__ = [
     "PromptSet",

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import click
 
+from qpsam.sam import DEFAULT_MODEL
+
 
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("qpsam-demo"), show_default=True,
               help="Folder for the demo's project, previews, scripts and reports.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
-@click.option("--model", default="vit_t", show_default=True)
+@click.option("--model", default=DEFAULT_MODEL, show_default=True)
 @click.option("--weights", default=None, help="Weights name, file or URL (default: the model's default weights).")
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True)

@@ -7,14 +7,16 @@ from typing import Any, Callable
 
 import click
 
-OUTPUTS = ["single", "multi-all", "multi-largest", "multi-smallest", "multi-best"]
+from qpsam.sam import DEFAULT_MODEL, DEFAULT_TRACK_MODEL, MODEL_TYPES, OutputType
+
+OUTPUTS = [o.value for o in OutputType]
 
 
 def _engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--model", "model", default=None,
-                     help="Model type: vit_h, vit_l, vit_b, vit_t, sam2_t, sam2_s, sam2_bp, sam2_l, sam3 "
-                          "[default: vit_t; sam2_t for track]."),
+                     help=f"Model type: {', '.join(MODEL_TYPES)} "
+                          f"[default: {DEFAULT_MODEL}; {DEFAULT_TRACK_MODEL} for track]."),
         click.option("--weights", default=None, help="Weights: a registered or catalog name, a file or a URL."),
         click.option("--server", default=None, help="Run on a samapi-compatible server at this URL instead of locally."),
         click.option("--token", envvar="QPSAM_TOKEN", default=None, help="Bearer token for --server (or QPSAM_TOKEN)."),
@@ -54,7 +56,7 @@ def _batch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _common(kwargs: dict[str, Any], default_model: str = "vit_t") -> dict[str, Any]:
+def _common(kwargs: dict[str, Any], default_model: str = DEFAULT_MODEL) -> dict[str, Any]:
     from qpsam.jobs.executors import EngineSpec
 
     engine = EngineSpec(kwargs.pop("model") or default_model, kwargs.pop("weights"), kwargs.pop("device"),
@@ -172,9 +174,9 @@ def _parse_region(text: str) -> Any:
 @click.pass_context
 def automask_command(ctx: click.Context, **kwargs: Any) -> None:
     """Segment everything in images (tiled, merged across tiles), optionally inside annotations of a class."""
-    from qpsam.engines.base import AutomaskParams
     from qpsam.jobs import automask
     from qpsam.jobs.automask import AutomaskOptions
+    from qpsam.sam import AutomaskParams
 
     common = _common(kwargs)
     from qpsam.objects import ImagePlane
@@ -202,7 +204,6 @@ def automask_command(ctx: click.Context, **kwargs: Any) -> None:
 def track_command(ctx: click.Context, **kwargs: Any) -> None:
     """Propagate prompts through z or t with the SAM2 (or SAM3) video predictor: one object id per track."""
     from qpsam.jobs import track
-    from qpsam.jobs.tracking import DEFAULT_TRACK_MODEL
 
     common = _common(kwargs, DEFAULT_TRACK_MODEL)
     if kwargs["stop"] < kwargs["start"]:

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import click
 
 from qpsam.commands.jobs import OUTPUTS, _engine_options
+from qpsam.sam import DEFAULT_MODEL
 
 
 def _gateway_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,7 +31,7 @@ def _gateway_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _engine_spec(kwargs: dict[str, Any]) -> Any:
     from qpsam.jobs.executors import EngineSpec
 
-    return EngineSpec(kwargs.pop("model") or "vit_t", kwargs.pop("weights"), kwargs.pop("device"), kwargs.pop("engine"),
+    return EngineSpec(kwargs.pop("model") or DEFAULT_MODEL, kwargs.pop("weights"), kwargs.pop("device"), kwargs.pop("engine"),
                       kwargs.pop("server"), kwargs.pop("token"), precision=kwargs.pop("precision"))
 
 
@@ -113,9 +114,9 @@ def detect_command(**kwargs: Any) -> None:
 @click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(min=0))
 def automask_command(**kwargs: Any) -> None:
     """Segment everything in QuPath's current image (or inside its selected annotations), into the viewer."""
-    from qpsam.engines.base import AutomaskParams
     from qpsam.jobs.automask import AutomaskOptions
     from qpsam.live import live_automask
+    from qpsam.sam import AutomaskParams
 
     engine = _engine_spec(kwargs)
     connection, where = _split(kwargs)

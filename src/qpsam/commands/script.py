@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from ..engines.base import AutomaskParams, OutputType
+from ..sam import DEFAULT_MODEL, MODEL_TYPES, AutomaskParams, OutputType
 
 _OUTPUTS = [o.value for o in OutputType]
 _DEFAULTS = AutomaskParams()
@@ -56,8 +56,8 @@ def _run_options(func: Callable) -> Callable:
     options = [
         click.option("--server", default="http://localhost:8000/sam/", show_default=True,
                      help="samapi server URL (the /sam/ prefix)."),
-        click.option("--model", default="vit_t", show_default=True,
-                     help="Model type: vit_h, vit_l, vit_b, vit_t, sam2_l, sam2_bp, sam2_s, sam2_t, sam3."),
+        click.option("--model", default=DEFAULT_MODEL, show_default=True,
+                     help=f"Model type: {', '.join(MODEL_TYPES)}."),
         click.option("--weights-url", "--weights", "weights_url", default=None,
                      help="Weights URL the server loads (server default if unset)."),
         click.option("--verify-ssl", is_flag=True, help="Verify the server's SSL certificate."),
@@ -194,8 +194,8 @@ def automask_command(**kw: Any) -> None:
 @click.option("--text", default=None, help="SAM3 text prompt.")
 def track_command(**kw: Any) -> None:
     """Script for SAM2/SAM3 tracking over z or t."""
-    from ..engines.base import Prompt
     from ..groovy import SequenceSpec, VideoPrompt, sequence_script
+    from ..sam import Prompt
 
     out = kw.pop("out")
     common = _common(kw)

@@ -3,36 +3,37 @@
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Iterator
 
 import click
+
+from qpsam.types import Progress
 
 __all__ = ["register"]
 
 
 @contextmanager
-def _progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+def _progress_bar(label: str) -> Iterator[Progress]:
     """A byte progress bar on stderr, fed by qpsam's ``progress(done, total)`` callbacks."""
-    state: dict[str, object] = {}
+    bar: Any = None  # made at the first call, when the total is known
+    shown = 0
 
     def update(done: int, total: int) -> None:
-        bar = state.get("bar")
+        nonlocal bar, shown
         if bar is None:
-            bar = click.progressbar(length=total or None, label=label, file=click.get_text_stream("stderr"),
+            bar = click.progressbar(length=total or None, label=label, file=sys.stderr,
                                     show_pos=not total)
             bar.__enter__()
-            state["bar"] = bar
-            state["done"] = 0
-        bar.update(done - int(state["done"]))  # type: ignore[attr-defined]
-        state["done"] = done
+        bar.update(done - shown)
+        shown = done
 
     try:
         yield update
     finally:
-        bar = state.get("bar")
         if bar is not None:
-            bar.__exit__(None, None, None)  # type: ignore[attr-defined]
+            bar.__exit__(None, None, None)
 
 
 @click.group("weights")
@@ -45,10 +46,11 @@ def weights_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON records.")
 def list_cmd(model_type: str | None, as_json: bool) -> None:
     """Registered weights (and weights shipped by installed packages)."""
-    from qpsam import weights as W
+    from qpsam.engines import weights as W
+    from qpsam.sam import MODELS
 
-    records = [r.to_json() for r in W.list_weights(model_type)]
-    for t in [model_type] if model_type else list(W.MODELS):
+    records: list[dict[str, Any]] = [r.to_json() for r in W.list_weights(model_type)]
+    for t in [model_type] if model_type else list(MODELS):
         packaged = W.packaged_weights(t)
         if packaged is not None:
             records.append({"type": t, "name": "(package)", "source": str(packaged),
@@ -67,17 +69,21 @@ def list_cmd(model_type: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def catalog_cmd(as_json: bool) -> None:
     """Model types with their official weights, and fine-tuned weights registrable by name."""
-    from qpsam import weights as W
+    from qpsam.engines import weights as W
+    from qpsam.sam import MODELS
 
+    # One row per model type: its registry entry joined with its official checkpoint.
+    models = [{"type": m.type, "family": m.family, "label": m.label, **vars(W.CHECKPOINTS[m.weights])}
+              for m in MODELS.values()]
     if as_json:
         click.echo(json.dumps({
-            "models": [vars(m) for m in W.MODELS.values()],
+            "models": models,
             "catalog": [vars(e) for e in W.CATALOG.values()],
         }, indent=2))
         return
     click.echo("model types (default weights):")
-    for m in W.MODELS.values():
-        click.echo(f"  {m.type:<8} {m.label:<22} {m.url}")
+    for m in models:
+        click.echo(f"  {m['type']:<8} {m['label']:<22} {m['url']}")
     click.echo("fine-tuned weights (qpsam weights register NAME):")
     for e in W.CATALOG.values():
         click.echo(f"  {e.name:<22} {e.type:<6} {e.origin:<10} {e.description}")
@@ -95,7 +101,7 @@ def register_cmd(source: str, model_type: str | None, name: str | None, sha256: 
     """Register SOURCE (a catalog name, a URL or a local file) for a model type."""
     from pathlib import Path
 
-    from qpsam import weights as W
+    from qpsam.engines import weights as W
     from qpsam.errors import WeightsError
 
     entry = W.CATALOG.get(source)
@@ -106,7 +112,7 @@ def register_cmd(source: str, model_type: str | None, name: str | None, sha256: 
     if not model_type:
         raise click.UsageError("--type is needed unless SOURCE is a catalog name")
     if name is None:
-        name = W._name_from_url(source) if W._is_url(source) else Path(source).stem
+        name = W.name_from_url(source) if W.is_url(source) else Path(source).stem
     with _progress_bar(f"{model_type}/{name}") as progress:
         record = W.register_weights(model_type, name, source, sha256=sha256, link=link, force=force,
                                     progress=progress)
@@ -119,7 +125,7 @@ def register_cmd(source: str, model_type: str | None, name: str | None, sha256: 
 @click.argument("name")
 def remove_cmd(model_type: str, name: str) -> None:
     """Forget registered weights (deleting the cached copy, never a linked file)."""
-    from qpsam import weights as W
+    from qpsam.engines import weights as W
 
     W.remove_weights(model_type, name)
     click.echo(f"removed {model_type}/{name}")
@@ -131,7 +137,7 @@ def remove_cmd(model_type: str, name: str) -> None:
 @click.option("--no-download", is_flag=True, help="Fail instead of downloading missing weights.")
 def path_cmd(model_type: str | None, weights: str | None, no_download: bool) -> None:
     """Print the cache folder, or the weights file a model type would load (downloading it if needed)."""
-    from qpsam import weights as W
+    from qpsam.engines import weights as W
 
     if model_type is None:
         click.echo(str(W.weights_home()))

@@ -6,42 +6,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
 from ..errors import ModelError
-from .base import (
-    MODEL_TYPES,
-    SAM1_TYPES,
-    SAM2_TYPES,
-    AutomaskParams,
-    Engine,
-    Mask,
-    OutputType,
-    Prompt,
-    select_masks,
-    to_rgb8,
-)
+from ..sam import MODELS, check_model_type
+from ..types import Progress
+from .base import Engine
 from .cache import EmbeddingCache
 
-if TYPE_CHECKING:  # pragma: no cover
-    pass
-
-__all__ = [
-    "MODEL_TYPES",
-    "SAM1_TYPES",
-    "SAM2_TYPES",
-    "AutomaskParams",
-    "Engine",
-    "EmbeddingCache",
-    "Mask",
-    "OutputType",
-    "Prompt",
-    "load_engine",
-    "select_masks",
-    "to_rgb8",
-]
+__all__ = ["Engine", "EmbeddingCache", "load_engine"]
 
 ENGINE_KINDS = ("auto", "torch", "onnx")
+ONNX_TYPES = tuple(t for t, m in MODELS.items() if m.onnx)
 
 
 def load_engine(
@@ -49,32 +24,30 @@ def load_engine(
     weights: str | Path | None = None,
     device: str = "auto",
     cache: EmbeddingCache | None | bool = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     engine: str = "auto",
     **options: object,
 ) -> Engine:
-    """A ready engine for ``model_type`` (``vit_h|vit_l|vit_b|vit_t|sam2_*|sam3``).
+    """A ready engine for ``model_type`` (a key of :data:`qpsam.sam.MODELS`).
 
-    ``weights``: a file, URL, registered or catalog name (see :func:`qpsam.weights.resolve_weights`);
+    ``weights``: a file, URL, registered or catalog name (see :func:`qpsam.engines.weights.resolve_weights`);
     ``device``: auto (cuda, mps, cpu) or a torch device; ``cache``: an :class:`EmbeddingCache` to share, None
     for the process-wide one, False for none; ``progress(done, total)`` reports weight downloads;
     ``engine``: torch, onnx (SAM1 family only) or auto: onnx for SAM1-family models when the device is the CPU and
     onnxruntime is installed, else torch. Extra ``options`` go to the engine (``precision``; onnx: ``threads``).
     """
-    from ..weights import check_model_type
-
     info = check_model_type(model_type)
     kind = (engine or "auto").lower()
     if kind not in ENGINE_KINDS:
         raise ModelError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_KINDS)}")
-    sam1 = info.family in ("sam1", "mobile_sam")
-    if kind == "onnx" and not sam1:
+    sam1 = info.sam1
+    if kind == "onnx" and not info.onnx:
         raise ModelError(
-            f"the onnx engine runs SAM1-family models (vit_h, vit_l, vit_b, vit_t), not {info.type}; "
+            f"the onnx engine runs SAM1-family models ({', '.join(ONNX_TYPES)}), not {info.type}; "
             "use engine='torch' (or 'auto')"
         )
     precision = str(options.get("precision") or "auto").lower()
-    if kind == "auto" and sam1 and precision in ("auto", "fp32", "float32") and _cpu_only(device) and _has_onnxruntime():
+    if kind == "auto" and info.onnx and precision in ("auto", "fp32", "float32") and _cpu_only(device) and _has_onnxruntime():
         kind = "onnx"
     if kind == "onnx":
         from .onnx_sam import OnnxSamEngine

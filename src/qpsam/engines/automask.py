@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from .base import AutomaskParams, Mask, OutputType, to_rgb8
+from ..sam import AutomaskParams, Mask, OutputType, to_rgb8
 
 __all__ = [
     "IMAGE_EDGE_TOLERANCE",

@@ -28,14 +28,14 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
 from ..fileio import atomic_write
-from ..weights import file_sha256_cached
+from ..types import Progress
+from .weights import file_sha256_cached, weights_home
 
 __all__ = ["FORMAT", "GRAPHS", "PREPARED", "OnnxFiles", "check_folder", "ensure_onnx", "export_onnx", "onnx_folders"]
 
@@ -47,7 +47,6 @@ IMG_SIZE = 1024
 GRAPHS = ("encoder.onnx", "prepare.onnx", "decoder.onnx", "upscale.onnx")
 PREPARED = ("image_k", "image_v", "image_q")  # outputs of prepare.onnx, inputs of decoder.onnx
 
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -71,8 +70,6 @@ def _files(folder: Path, rebuilt: bool) -> OnnxFiles:
 
 def onnx_folders(model_type: str, weights: Path, sha256: str) -> list[Path]:
     """Where the files for ``weights`` may live, preferred first: beside the weights, then qpsam's cache."""
-    from ..weights import weights_home
-
     key = sha256[:16]
     return [
         weights.parent / f"{weights.name}.onnx" / key,

@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ModelError
-from ..weights import check_model_type, resolve_weights, weights_sha256
-from .base import AutomaskParams, Mask, OutputType, Prompt, check_prompts, prompt_batches, select_masks, to_rgb8
+from ..sam import AutomaskParams, Mask, OutputType, Prompt, check_model_type, select_masks, to_rgb8
+from ..types import Progress
+from .base import check_prompts, prompt_batches
 from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
 from .lowres import PAD, Frame, masks_from_lowres, upsample_roi
 from .onnx_export import PREPARED, OnnxFiles, ensure_onnx
+from .weights import resolve_weights, weights_sha256
 
 __all__ = ["OUTSIDE_LOGIT", "OnnxSamEngine", "box_windows", "default_threads", "onnxruntime_available"]
 
-Progress = Callable[[int, int], None]
 
 _PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 _PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)

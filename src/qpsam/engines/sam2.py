@@ -10,21 +10,22 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import ModelError
-from ..weights import check_model_type, resolve_weights, weights_sha256
+from ..sam import AutomaskParams, Mask, OutputType, Prompt, check_model_type, to_rgb8
+from ..types import Progress
 from ._torch import autocast, autocast_dtype, collect_torch_masks, load_into, pick_device, read_checkpoint
 from .automask import generate_masks
-from .base import AutomaskParams, Mask, OutputType, Prompt, check_prompts, prompt_batches, to_rgb8
+from .base import check_prompts, prompt_batches
 from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
 from .torch_sam import default_cache
+from .weights import resolve_weights, weights_sha256
 
 __all__ = ["Sam2Engine", "build_sam2_model", "sam2_config"]
 
-Progress = Callable[[int, int], None]
 
 _SIZES = {"sam2_t": "t", "sam2_s": "s", "sam2_bp": "b+", "sam2_l": "l"}
 # Keys only SAM2.1 checkpoints carry (its configs enable these modules).

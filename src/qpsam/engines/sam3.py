@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import ModelError
-from ..weights import check_model_type, resolve_weights
+from ..sam import AutomaskParams, Mask, OutputType, Prompt, check_model_type, to_rgb8
+from ..types import Progress
 from ._torch import autocast, autocast_dtype, pick_device
-from .base import AutomaskParams, Mask, OutputType, Prompt, to_rgb8
 from .cache import EmbeddingCache
+from .weights import resolve_weights
 
 __all__ = ["Sam3Engine", "sam3_available"]
 
-Progress = Callable[[int, int], None]
 
 
 def sam3_available() -> bool:

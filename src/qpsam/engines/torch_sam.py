@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import ModelError
-from ..weights import check_model_type, resolve_weights, weights_sha256
+from ..sam import AutomaskParams, Mask, OutputType, Prompt, check_model_type, to_rgb8
+from ..types import Progress
 from ._torch import autocast, autocast_dtype, collect_torch_masks, load_into, pick_device, read_checkpoint
 from .automask import generate_masks
-from .base import AutomaskParams, Mask, OutputType, Prompt, check_prompts, prompt_batches, to_rgb8
+from .base import check_prompts, prompt_batches
 from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
 from .quiet import quiet_imports
+from .weights import resolve_weights, weights_sha256
 
 __all__ = ["TorchSamEngine", "build_sam1", "default_cache"]
 
-Progress = Callable[[int, int], None]
 
 # Bytes of float32 mask upsampling one decoder batch may use; bounds memory for large batches and images.
 _UPSAMPLE_BUDGET = 1 << 30

@@ -13,10 +13,10 @@ from typing import Mapping, Sequence, Union
 from shapely.geometry import MultiPoint, Point
 from shapely.geometry import box as shapely_box
 
-from ..engines.base import SAM1_TYPES, SAM2_TYPES, AutomaskParams, OutputType, Prompt
 from ..errors import ScriptError
 from ..geometry import Region
 from ..objects import ImagePlane, PathClass, PathObject
+from ..sam import MODEL_TYPES, VIDEO_TYPES, AutomaskParams, OutputType, Prompt
 from .literals import integer
 
 __all__ = [
@@ -38,8 +38,8 @@ DEFAULT_SERVER_URL = "http://localhost:8000/sam/"
 
 def _check_model(model: str) -> str:
     name = str(model).lower()
-    if name not in SAM1_TYPES + SAM2_TYPES + ("sam3",):
-        choices = ", ".join(SAM1_TYPES + SAM2_TYPES + ("sam3",))
+    if name not in MODEL_TYPES:
+        choices = ", ".join(MODEL_TYPES)
         raise ScriptError(f"model {model!r} has no SAMType in qupath-extension-sam; choose one of {choices}")
     return name
 
@@ -184,7 +184,7 @@ class SequenceSpec(RunSpec):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.model not in SAM2_TYPES + ("sam3",):
+        if self.model not in VIDEO_TYPES:
             raise ScriptError(f"sequences need a SAM2 model or sam3, not {self.model}")
         axis = str(self.axis).lower()
         if axis not in ("z", "t"):

@@ -12,24 +12,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 from shapely import STRtree, unary_union
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from qpsam.engines.base import AutomaskParams, Engine
+from qpsam.engines.base import Engine
 from qpsam.errors import JobError
 from qpsam.geometry import Region, mask_to_geometry
 from qpsam.jobs.detect import QUALITY
 from qpsam.jobs.executors import EngineSpec, Executor, LocalExecutor, engine_for
 from qpsam.jobs.sources import ImageSource
 from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathClass, PathObject
+from qpsam.sam import AutomaskParams
+from qpsam.types import Progress
 
 __all__ = ["AutomaskOptions", "Piece", "automask_region", "automask_tile", "merge_pieces", "plan_tiles", "tile_cores",
            "tile_pieces"]
 
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from qpsam.errors import QpsamError
 from qpsam.jobs.report import ImageReport, RunReport
 from qpsam.jobs.sources import ImageSource
 from qpsam.objects import PathObject, walk
+from qpsam.types import ImageProgress
 
 __all__ = ["Target", "Change", "Inputs", "image_key", "run_key", "run_batch"]
 
@@ -59,8 +60,6 @@ def image_key(key: str, inputs: Any) -> str:
 #: What a job reads from an image's objects (all of them, flat), as plain JSON values: part of the resume key.
 Inputs = Callable[[Sequence[PathObject]], Any]
 
-
-ImageProgress = Callable[[str, int, int], None]  # (image name, images done, images total)
 
 
 def run_batch(

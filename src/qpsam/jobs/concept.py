@@ -10,7 +10,7 @@ tiles are merged as in tiled automask.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from shapely.geometry import box
 
@@ -23,10 +23,11 @@ from qpsam.jobs.sources import ImageSource
 from qpsam.jobs.windows import Window
 from qpsam.objects import DEFAULT_PLANE, ObjectType, PathClass, PathObject, walk
 from qpsam.prompts import box_in_region
+from qpsam.sam import MODELS
+from qpsam.types import Progress
 
 __all__ = ["check_concept_engine", "concept_image", "exemplars"]
 
-Progress = Callable[[int, int], None]
 Box = tuple[int, int, int, int]
 
 
@@ -34,7 +35,8 @@ def check_concept_engine(engine: Any) -> None:
     """A clear error unless ``engine`` (an engine or an :class:`EngineSpec`) does SAM3 concept segmentation."""
     model = engine.model_type if isinstance(engine, EngineSpec) else getattr(engine, "model_type", "?")
     if isinstance(engine, EngineSpec) or callable(getattr(engine, "segment", None)):
-        if model == "sam3":
+        info = MODELS.get(str(model))
+        if info is not None and info.text:
             return
     raise JobError(f"text and exemplar prompts need SAM3 (--model sam3); model {model} segments one object per "
                    "prompt")

@@ -21,6 +21,7 @@ from qpsam.jobs.automask import AutomaskOptions
 from qpsam.jobs.detect import QUALITY, DetectOptions
 from qpsam.jobs.executors import EngineSpec
 from qpsam.objects import ObjectType, PathClass, PathObject
+from qpsam.sam import DEFAULT_MODEL, AutomaskParams
 
 __all__ = ["DemoResult", "sample_paths", "run_demo", "score"]
 
@@ -82,7 +83,7 @@ def score(objects: list[PathObject], truths: list[Any]) -> tuple[float, float, f
     return float(np.mean(best)), precision, len(matched) / len(truths)
 
 
-def run_demo(out: str | Path = "qpsam-demo", *, engine: EngineSpec = EngineSpec("vit_t"), automask: bool = True,
+def run_demo(out: str | Path = "qpsam-demo", *, engine: EngineSpec = EngineSpec(DEFAULT_MODEL), automask: bool = True,
              points_per_side: int = 16, force: bool = False,
              progress: Callable[[str], None] | None = None) -> DemoResult:
     """Run the demo into folder ``out`` (a project, previews, scripts, reports) and return its scores."""
@@ -90,7 +91,6 @@ def run_demo(out: str | Path = "qpsam-demo", *, engine: EngineSpec = EngineSpec(
 
     import tifffile
 
-    from qpsam.engines.base import AutomaskParams
     from qpsam.jobs.run import automask as run_automask
     from qpsam.jobs.run import detect as run_detect
     from qpsam.project import open_project

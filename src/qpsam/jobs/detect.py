@@ -6,9 +6,9 @@ import colorsys
 import random
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
-from qpsam.engines.base import Engine, OutputType, Prompt
+from qpsam.engines.base import Engine
 from qpsam.errors import JobError
 from qpsam.geometry import Region, mask_to_geometry
 from qpsam.jobs.executors import EngineSpec, Executor, LocalExecutor, engine_for, engine_lock
@@ -16,6 +16,8 @@ from qpsam.jobs.sources import ImageSource
 from qpsam.jobs.windows import Window, plan_windows
 from qpsam.objects import ObjectType, PathClass, PathObject, walk
 from qpsam.prompts import PromptSet, prompts_from_objects, select_prompt_objects
+from qpsam.sam import OutputType, Prompt
+from qpsam.types import Progress
 
 __all__ = ["DetectOptions", "ImageDetection", "detect_image", "detect_window", "QUALITY", "quality_name",
            "describe_prompts", "missing_prompts"]
@@ -23,7 +25,6 @@ __all__ = ["DetectOptions", "ImageDetection", "detect_image", "detect_window", "
 #: The measurement holding SAM's predicted quality, spelt as the QuPath extension spells it.
 QUALITY = "SAM Quality"
 
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

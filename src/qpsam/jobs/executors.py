@@ -17,9 +17,10 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from qpsam.errors import JobError
+from qpsam.sam import DEFAULT_MODEL
 
 __all__ = ["EngineSpec", "engine_for", "engine_lock", "Executor", "LocalExecutor", "DaskExecutor", "make_executor"]
 
@@ -28,7 +29,7 @@ __all__ = ["EngineSpec", "engine_for", "engine_lock", "Executor", "LocalExecutor
 class EngineSpec:
     """Everything needed to build an engine in any process: local model or samapi server."""
 
-    model_type: str = "vit_t"
+    model_type: str = DEFAULT_MODEL
     weights: str | None = None
     device: str = "auto"
     engine: str = "auto"  # auto | torch | onnx
@@ -43,7 +44,7 @@ class EngineSpec:
     def load(self) -> Any:
         """Build the engine (local or remote) this spec describes."""
         if self.server:
-            from qpsam.remote import SamapiClient
+            from qpsam.engines.remote import SamapiClient
 
             return SamapiClient(self.server, token=self.token, model_type=self.model_type, weights=self.weights)
         from qpsam.engines import load_engine
@@ -168,12 +169,3 @@ def make_executor(spec: str | Any | None) -> LocalExecutor | DaskExecutor:
     if isinstance(spec, str):
         return DaskExecutor(address=_scheduler_address(spec))
     return DaskExecutor(client=spec)
-
-
-def run_all(executor: Executor, fn: Callable[..., Any], jobs: Iterable[tuple[Any, ...]]) -> list[Any]:
-    """Results in job order (exceptions in place of failed units)."""
-    jobs = list(jobs)
-    out: list[Any] = [None] * len(jobs)
-    for i, result in executor.run(fn, jobs):
-        out[i] = result
-    return out

@@ -9,10 +9,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from qpsam.engines.base import to_rgb8
 from qpsam.fileio import atomic_write
 from qpsam.geometry import Region, to_region
 from qpsam.objects import PathObject
+from qpsam.sam import to_rgb8
 
 __all__ = ["render_overlay", "render_inputs", "write_preview", "PROMPT_COLOR", "BACKGROUND_COLOR", "AREA_COLOR"]
 

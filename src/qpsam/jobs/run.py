@@ -9,17 +9,17 @@ from typing import Any, Callable, Sequence
 from qpsam.engines.base import Engine
 from qpsam.errors import JobError
 from qpsam.jobs.automask import AutomaskOptions, automask_region, plan_tiles
-from qpsam.jobs.batch import Change, ImageProgress, Target, run_batch
+from qpsam.jobs.batch import Change, Target, run_batch
 from qpsam.jobs.channels import parse_channels
 from qpsam.jobs.detect import DetectOptions, _select, describe_prompts, detect_image, missing_prompts
 from qpsam.jobs.executors import EngineSpec, LocalExecutor, engine_for, make_executor
 from qpsam.jobs.report import RunReport
 from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathObject, walk
+from qpsam.types import ImageProgress, StepProgress
 
 __all__ = ["detect", "automask", "track"]
 
 Region4 = tuple[float, float, float, float]
-StepProgress = Callable[[str, str, int, int], None]  # (image name, unit, units done, units total)
 
 
 def _steps(step_progress: StepProgress | None, name: str, unit: str) -> Callable[[int, int], None] | None:

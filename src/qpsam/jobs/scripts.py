@@ -19,15 +19,16 @@ from qpsam.jobs.executors import EngineSpec
 from qpsam.jobs.report import RunReport
 from qpsam.objects import ImagePlane, PathObject, walk
 from qpsam.prompts import select_prompt_objects
+from qpsam.sam import DEFAULT_MODEL, MODELS
 
 __all__ = ["automask_specs", "combined_script", "detection_specs", "sequence_specs", "write_scripts"]
 
 
 def _connection(engine: Any) -> dict[str, Any]:
-    from qpsam.weights import MODELS, weights_source
+    from qpsam.engines.weights import weights_source
 
     server = engine.server if isinstance(engine, EngineSpec) and engine.server else DEFAULT_SERVER_URL
-    model = engine.model_type if isinstance(engine, EngineSpec) else getattr(engine, "model_type", "vit_t")
+    model = engine.model_type if isinstance(engine, EngineSpec) else getattr(engine, "model_type", DEFAULT_MODEL)
     if isinstance(engine, EngineSpec):
         weights = engine.weights
     else:  # an engine object: the file it loaded (the default weights when it names none)
@@ -102,9 +103,9 @@ def write_scripts(path: str | os.PathLike[str], report: RunReport) -> list[Path]
 
 def sequence_specs(engine: Any, plan: Any, axis: str) -> list[Any]:
     """The replay spec of a tracking run (SAM2 video over z or t) from its :class:`~qpsam.jobs.tracking.TrackPlan`."""
-    from qpsam.engines.base import Prompt
     from qpsam.groovy import SequenceSpec, VideoPrompt
     from qpsam.jobs.tracking import track_key
+    from qpsam.sam import Prompt
 
     prompts = []
     classes: dict[int, str] = {}

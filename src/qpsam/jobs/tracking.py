@@ -15,18 +15,19 @@ from typing import Any, Sequence
 
 from qpsam.errors import JobError
 from qpsam.geometry import Region, mask_to_geometry
-from qpsam.jobs.batch import Change, ImageProgress, Target, run_batch
+from qpsam.jobs.batch import Change, Target, run_batch
 from qpsam.jobs.detect import QUALITY, DetectOptions, describe_prompts
 from qpsam.jobs.executors import EngineSpec, engine_for
 from qpsam.jobs.report import RunReport
 from qpsam.objects import ImagePlane, ObjectType, PathObject, walk
 from qpsam.prompts import PromptSet, prompts_from_objects, select_prompt_objects
+from qpsam.sam import DEFAULT_TRACK_MODEL, SAM2_TYPES, check_model_type
+from qpsam.types import ImageProgress
 
 __all__ = ["TrackPlan", "check_tracking", "plan_track", "track_image", "track"]
 
-#: The model a tracking run uses when none is given: the smallest SAM2.
-DEFAULT_TRACK_MODEL = "sam2_t"
-_TRACKING_FAMILIES = ("sam2", "sam3")
+# Smallest first, as users pick from the list.
+_SAM2_CHOICES = ", ".join(reversed(SAM2_TYPES))
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def track_image(engine: Any, source: Any, objects: Sequence[PathObject], axis: s
                 progress: Any = None) -> tuple[TrackPlan, tuple[PathObject, ...], tuple[Any, ...]]:
     """Propagate the prompts of one image; returns the plan, the new objects and the ids of prompts to remove."""
     if not hasattr(engine, "propagate"):
-        raise JobError(f"model {getattr(engine, 'model_type', engine)!r} cannot track: use a SAM2 model (sam2_t, sam2_s, sam2_bp, sam2_l)")
+        raise JobError(f"model {getattr(engine, 'model_type', engine)!r} cannot track: use a SAM2 model ({_SAM2_CHOICES})")
     plan = plan_track(objects, source.width, source.height, axis, start, stop)
     regions = [Region(plan.region.x, plan.region.y, plan.region.width, plan.region.height, plan.region.downsample, p)
                for p in plan.planes]
@@ -134,15 +135,11 @@ def check_tracking(engine: Any, axis: str, start: int, stop: int) -> None:
     if start < 0 or stop < start:
         raise JobError(f"--from {start} --to {stop}: planes must satisfy 0 <= from <= to")
     if isinstance(engine, EngineSpec):
-        from qpsam.weights import check_model_type
-
-        family = check_model_type(engine.model_type).family
-        if family not in _TRACKING_FAMILIES:
-            raise JobError(f"model {engine.model_type!r} cannot track: use a SAM2 model (sam2_t, sam2_s, sam2_bp, "
-                           f"sam2_l) or sam3")
+        if not check_model_type(engine.model_type).video:
+            raise JobError(f"model {engine.model_type!r} cannot track: use a SAM2 model ({_SAM2_CHOICES}) or sam3")
     elif not hasattr(engine, "propagate"):
         raise JobError(f"model {getattr(engine, 'model_type', engine)!r} cannot track: use a SAM2 model "
-                       f"(sam2_t, sam2_s, sam2_bp, sam2_l)")
+                       f"({_SAM2_CHOICES})")
 
 
 def _check_planes(target: Target, axis: str, stop: int) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from qpsam.engines.base import Engine
 from qpsam.jobs.automask import AutomaskOptions, automask_region
@@ -19,10 +19,10 @@ from qpsam.jobs.executors import EngineSpec, engine_for
 from qpsam.live.gateway import LiveError, LiveGateway
 from qpsam.live.pixels import TILE, image_source
 from qpsam.objects import ObjectType, PathObject
+from qpsam.types import Progress
 
 __all__ = ["LiveResult", "live_automask", "live_detect"]
 
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from typing import Any, Iterable, Iterator, Union
 
 import numpy as np
 
+from ..errors import QpsamError
+
 __all__ = [
     "JavaSerError",
     "JavaString",
@@ -79,7 +81,7 @@ _PRIM_SIZES = {k: struct.calcsize(v) for k, v in _PRIM_FORMATS.items()}
 _ARRAY_DTYPES = {"B": ">i1", "C": ">u2", "D": ">f8", "F": ">f4", "I": ">i4", "J": ">i8", "S": ">i2", "Z": "?"}
 
 
-class JavaSerError(ValueError):
+class JavaSerError(QpsamError, ValueError):
     """A byte stream that is not a valid (or not a supported) Java serialization stream."""
 
 

@@ -8,7 +8,7 @@ from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI
 
-from .. import __version__
+from .._version import __version__
 from ..engines.base import Engine
 from .guard import Guard
 from .handlers import install_handlers

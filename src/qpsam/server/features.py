@@ -8,8 +8,8 @@ import numpy as np
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
-from ..engines.base import Mask
 from ..geometry import mask_to_geometry
+from ..sam import Mask
 
 __all__ = ["geometry_json", "mask_features", "feature"]
 

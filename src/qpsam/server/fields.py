@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..engines.base import OutputType, Prompt
 from ..errors import ModelError, PromptError
+from ..sam import OutputType, Prompt
 from .echo import clip
 from .limits import MAX_COORDINATE, MAX_INDEX, MAX_PROMPT_POINTS
 

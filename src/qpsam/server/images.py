@@ -9,8 +9,8 @@ import warnings
 
 import numpy as np
 
-from ..engines.base import to_rgb8
 from ..errors import QpsamError
+from ..sam import to_rgb8
 
 __all__ = ["BadImage", "ImageTooLarge", "decode_b64_image", "decode_image_bytes", "encode_png_b64"]
 
@@ -41,7 +41,7 @@ def decode_image_bytes(raw: bytes, *, field: str = "image", max_pixels: int | No
     """Decode image file bytes (PNG, JPEG, TIFF, ...) into (H, W, 3) uint8 RGB.
 
     Grayscale, palette, alpha, 16-bit and float images are accepted: 8-bit data keeps its values (alpha is
-    dropped), higher bit depths are scaled by :func:`qpsam.engines.base.to_rgb8`.
+    dropped), higher bit depths are scaled by :func:`qpsam.sam.to_rgb8`.
     """
     from PIL import Image, UnidentifiedImageError
 

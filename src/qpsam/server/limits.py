@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..engines.base import AutomaskParams
 from ..errors import PromptError
+from ..sam import AutomaskParams
 from .echo import clip
 
 __all__ = [

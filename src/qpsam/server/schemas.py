@@ -6,7 +6,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from ..engines.base import MODEL_TYPES
+from ..sam import MODEL_TYPES
 
 __all__ = [
     "ModelType",

@@ -1,6 +1,6 @@
 """The weights side of the protocol: list, register (blocking download), progress and cancel.
 
-Registered weights live in qpsam's own registry (:mod:`qpsam.weights`); the server adds what samapi clients
+Registered weights live in qpsam's own registry (:mod:`qpsam.engines.weights`); the server adds what samapi clients
 expect: every model type lists its ``default`` entry first (the QuPath extension selects the first entry and
 fails when the list is empty), progress of the running download as ``{"message", "percent"}``, and a cancel
 flag. Progress and the flag are files with fixed names under the server's home, so they work across
@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .. import weights as registry
+from ..engines import weights as registry
 from ..errors import WeightsError
 from ..fileio import atomic_write
+from ..sam import MODELS
 from .echo import clip
 from .shutdown import Shutdown
 
@@ -45,7 +46,7 @@ def _human(n: float) -> str:
 
 
 class _CancelFlag:
-    """What :func:`qpsam.weights.download` polls between chunks: set when the cancel file exists or this
+    """What :func:`qpsam.engines.weights.download` polls between chunks: set when the cancel file exists or this
     server process stops (the file is shared by workers; a stopping worker cancels only its own download)."""
 
     def __init__(self, path: Path, shutdown: Shutdown):
@@ -64,7 +65,7 @@ class _CancelFlag:
 
 
 class WeightsService:
-    """Weights endpoints' logic on top of :mod:`qpsam.weights`."""
+    """Weights endpoints' logic on top of :mod:`qpsam.engines.weights`."""
 
     def __init__(self, home: Path, shutdown: Shutdown | None = None):
         self.home = home
@@ -82,12 +83,12 @@ class WeightsService:
 
     def list(self, model_type: str | None) -> list[dict[str, str]]:
         """``[{"type", "name", "url"}]`` for one type (``default`` first, then oldest first) or all types."""
-        types = [model_type] if model_type else list(registry.MODELS)
+        types = [model_type] if model_type else list(MODELS)
         out: list[dict[str, str]] = []
         for t in types:
             records = registry.list_weights(t)
             default = next((r for r in records if r.name == "default"), None)
-            default_url = self._url_of(default) if default else registry.MODELS[t].url
+            default_url = self._url_of(default) if default else registry.default_weights(t).url
             out.append({"type": t, "name": "default", "url": default_url})
             out.extend({"type": t, "name": r.name, "url": self._url_of(r)} for r in records if r.name != "default")
         return out
@@ -101,7 +102,7 @@ class WeightsService:
         """
         if checkpoint_url is None or checkpoint_url == "" or checkpoint_url == "default":
             return None
-        info = registry.MODELS[model_type]
+        official = registry.default_weights(model_type)
         records = registry.list_weights(model_type)
         if checkpoint_url.startswith(LOCAL_SCHEME + ":"):
             wanted = checkpoint_url[len(LOCAL_SCHEME) + 1 :]
@@ -110,7 +111,7 @@ class WeightsService:
                     return self._path_of(r)
             raise CheckpointRejected(f"checkpoint_url {clip(checkpoint_url)}: no such weights registered for {model_type}")
         default = next((r for r in records if r.name == "default"), None)
-        if checkpoint_url == info.url or (default is not None and default.source == checkpoint_url):
+        if checkpoint_url == official.url or (default is not None and default.source == checkpoint_url):
             return None
         for r in records:
             if r.source == checkpoint_url:
@@ -143,7 +144,7 @@ class WeightsService:
         if urlparse(url).scheme not in ("http", "https"):
             raise CheckpointRejected(f"url {clip(url)} is not an http(s) URL; the server downloads weights only from URLs")
         records = registry.list_weights(model_type)
-        listed = [("default", registry.MODELS[model_type].url)] + [(r.name, r.source) for r in records]
+        listed = [("default", registry.default_weights(model_type).url)] + [(r.name, r.source) for r in records]
         for listed_name, listed_url in listed:
             if listed_name == name:
                 return f"Model file with the name '{name}' already exists. Skip registration."

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from ...engines.base import AutomaskParams
 from ...errors import ModelError, PromptError
+from ...sam import AutomaskParams
 from ..features import mask_features
 from ..fields import output_type
 from ..limits import batch_for_memory, check_automask

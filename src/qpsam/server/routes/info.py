@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
-from ... import __version__
+from ..._version import __version__
 from ..routing import slash_twins
 from ..state import AppState
 

@@ -7,8 +7,8 @@ import logging
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from ...engines.base import Mask, OutputType
 from ...errors import PromptError
+from ...sam import Mask, OutputType
 from ..features import mask_features
 from ..fields import prompt, xywh_to_xyxy
 from ..host import ModelUnavailable

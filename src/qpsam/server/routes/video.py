@@ -9,8 +9,8 @@ import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from ...engines.base import SAM2_TYPES, Mask, Prompt
 from ...errors import PromptError
+from ...sam import SAM2_TYPES, Mask, Prompt
 from ..echo import clip
 from ..features import mask_features
 from ..fields import index, plane, prompt, xywh_to_xyxy

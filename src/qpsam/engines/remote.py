@@ -1,7 +1,7 @@
 """A client for samapi-compatible servers (``qpsam serve`` or the original samapi) that works like an engine.
 
 :class:`SamapiClient` speaks samapi's wire format (base64 PNG in, GeoJSON features out) and turns answers
-back into the :class:`~qpsam.engines.base.Mask` values a local engine returns, so jobs run the same way on a
+back into the :class:`~qpsam.sam.Mask` values a local engine returns, so jobs run the same way on a
 GPU box as on the laptop::
 
     client = SamapiClient("http://gpu-box:8000/sam/", token="...", model_type="vit_t")
@@ -22,17 +22,17 @@ import ssl
 import threading
 import time
 import uuid
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from .engines.base import AutomaskParams, Mask, OutputType, Prompt, select_masks, to_rgb8
-from .errors import ServerError
+from ..errors import ServerError
+from ..sam import DEFAULT_MODEL, AutomaskParams, Mask, OutputType, Prompt, select_masks, to_rgb8
+from ..types import Progress
 
 __all__ = ["SamapiClient", "normalise_url", "features_to_masks"]
 
-Progress = Callable[[int, int], None]
 
 
 def normalise_url(url: str) -> str:
@@ -142,7 +142,7 @@ class SamapiClient:
         timeout: float = 120.0,
         transport: Any = None,
         *,
-        model_type: str = "vit_t",
+        model_type: str = DEFAULT_MODEL,
         weights: str | None = None,
         retries: int = 2,
         backoff: float = 0.5,
@@ -213,15 +213,15 @@ class SamapiClient:
         if response.status_code != 200:
             detail = self._detail(response)
             if response.status_code == 401:
-                raise ServerError(f"{where}: the server wants a valid token (401): {detail}")
-            raise ServerError(f"{where}: the server answered {response.status_code}: {detail}")
+                raise ServerError(f"{where}: the server wants a valid token (401): {detail}", 401)
+            raise ServerError(f"{where}: the server answered {response.status_code}: {detail}", response.status_code)
         if expect == "text":
             return response.text
         try:
             return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
             snippet = response.text[:200].replace("\n", " ")
-            raise ServerError(f"{where}: the server answered 200 but not with JSON: {snippet!r}") from None
+            raise ServerError(f"{where}: the server answered 200 but not with JSON: {snippet!r}", 200) from None
 
     @staticmethod
     def _detail(response: Any) -> str:
@@ -247,7 +247,7 @@ class SamapiClient:
                 try:
                     data = self._request("GET", "health/")
                 except ServerError as exc:
-                    if "answered 404" not in str(exc):
+                    if exc.status != 404:
                         raise
                     data = None
                 if not isinstance(data, dict) or data.get("server") != "qpsam":
@@ -267,7 +267,7 @@ class SamapiClient:
         params = {"type": model_type} if model_type else None
         data = self._request("GET", "weights/", params=params)
         if not isinstance(data, list):
-            raise ServerError(f"GET {self.url}weights/: expected a list, got {type(data).__name__}")
+            raise ServerError(f"GET {self.url}weights/: expected a list, got {type(data).__name__}", 200)
         return data
 
     def register_weights(self, model_type: str, name: str, url: str, timeout: float | None = None) -> str:
@@ -461,7 +461,8 @@ class SamapiClient:
         from shapely.geometry import shape as to_shape
 
         if not isinstance(features, list):
-            raise ServerError(f"POST {self.url}video/: expected a list of features, got {type(features).__name__}")
+            raise ServerError(f"POST {self.url}video/: expected a list of features, got {type(features).__name__}",
+                              200)
         pixel_corner = lossless and self.has("pixel-corner-geometry")
         out: dict[int, dict[Any, Mask]] = {}
         for i, f in enumerate(features):
@@ -472,7 +473,7 @@ class SamapiClient:
                 obj_id = int(f["properties"]["object_idx"])
                 mask = _rasterise(to_shape(geom), shape, pixel_corner)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise ServerError(f"POST {self.url}video/: feature {i} is malformed: {exc}") from None
+                raise ServerError(f"POST {self.url}video/: feature {i} is malformed: {exc}", 200) from None
             out.setdefault(frame, {})[keys.get(obj_id, obj_id)] = Mask(mask, float("nan"))
         if progress:
             progress(n + 1, n + 1)
