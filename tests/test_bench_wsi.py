@@ -134,3 +134,17 @@ def test_tile_origins_cover_the_slide() -> None:
     origins = bench.tile_origins(4096, 1024, 128)
     assert origins[0] == 0 and origins[-1] == 4096 - 1024
     assert all(b - a <= 1024 - 128 for a, b in zip(origins, origins[1:]))
+
+
+def test_blank_tiles_hold_background_and_no_ground_truth(tmp_path: Path) -> None:
+    image, labels = _source()
+    layout = bench.make_layout(256, 64, seed=2, blank=0.5)
+    empty = [(r, c) for r in range(4) for c in range(4) if layout.transforms[r, c] < 0]
+    assert 0 < len(empty) < 16
+    truths = bench.ground_truth(labels, layout)
+    assert len(truths) == 4 * (16 - len(empty))
+    r, c = empty[0]
+    assert not bench.tile_labels(labels, layout, r, c).any()
+    bench.write_slide(tmp_path / "s.ome.tif", image, layout, tile=64)
+    block = open_image(tmp_path / "s.ome.tif").read_level(0, c * 64, r * 64, c * 64 + 64, r * 64 + 64)
+    assert len(np.unique(block)) == 1
