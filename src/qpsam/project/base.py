@@ -49,7 +49,7 @@ from .qpdata import QpData, summarize, write_qpdata
 
 __all__ = [
     "Entry", "EntryBase", "IMAGE_TYPES", "MODES", "Mode", "Project", "ProjectBase", "ProjectLock",
-    "check_image_type", "truncate_project", "writes",
+    "check_image_type", "default_image_type", "truncate_project", "writes",
 ]
 
 #: How a project is opened (paquo's and Python's file modes): ``r`` read only, ``r+`` read and write an existing
@@ -58,6 +58,11 @@ Mode = Literal["r", "r+", "a", "w", "x"]
 MODES: tuple[Mode, ...] = ("r", "r+", "a", "w", "x")
 IMAGE_TYPES = ("BRIGHTFIELD_H_DAB", "BRIGHTFIELD_H_E", "BRIGHTFIELD_OTHER", "FLUORESCENCE", "OTHER", "UNSET")
 _MICRONS = ("µm", "um", "microns")
+
+
+def default_image_type(is_rgb: bool, size_c: int) -> str:
+    """The image type a new entry gets unless one is given (QuPath's guess without estimating stains)."""
+    return "FLUORESCENCE" if not is_rgb and size_c > 1 else "UNSET"
 
 
 def check_image_type(value: object) -> None:
@@ -374,6 +379,12 @@ class EntryBase(ABC):
         return {"width": meta.get("width", 0), "height": meta.get("height", 0),
                 "sizeC": len(meta.get("channels", [])) or 1, "sizeZ": meta.get("sizeZ", 1),
                 "sizeT": meta.get("sizeT", 1)}
+
+    def _image_missing(self) -> ImageReadError:
+        """The error for an image file that is not where the project says."""
+        return ImageReadError(
+            f"entry {self.id} ({self.name!r}): image not found at {self.uri}; move it back or update the "
+            "project's image paths with `qpsam relocate PROJECT --search FOLDER` (Python: Project.relocate)")
 
     def _write_qpdata(self, data: QpData, class_colors: Mapping[str, Color] | None = None) -> QpData:
         """qpsam's own writer: ``data.qpdata`` (the previous file kept as its backup) and ``summary.json``."""

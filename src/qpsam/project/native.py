@@ -25,7 +25,7 @@ from qpsam.objects import PathClass, PathObject
 from . import pixels as px
 from . import qpproj as pj
 from . import transforms as tf
-from .base import Entry, EntryBase, ProjectBase, check_image_type, writes
+from .base import Entry, EntryBase, ProjectBase, check_image_type, default_image_type, writes
 from .qpdata import QpData, new_qpdata, read_qpdata, summarize, summary_json
 from .sanity import ImageLimits, describe_problems, object_problems
 
@@ -254,9 +254,7 @@ class NativeEntry(EntryBase):
             uri = self.uri
             path = self.image_path
             if path is None:
-                raise ImageReadError(
-                    f"entry {self.id} ({self.name!r}): image not found at {uri}; move it back or update the "
-                    "project's image paths with `qpsam relocate PROJECT --search FOLDER` (Python: Project.relocate)")
+                raise self._image_missing()
             try:
                 self._reader = tf.wrap(px.open_image(path, _builder_series(image_builder)), transforms)
             except ImageReadError as exc:
@@ -440,7 +438,7 @@ class NativeProject(ProjectBase[NativeEntry]):
         try:
             builder = pj.new_image_builder(path, series, reader.qupath_metadata())
             if image_type is None:
-                image_type = "FLUORESCENCE" if not reader.is_rgb and reader.size_c > 1 else "UNSET"
+                image_type = default_image_type(reader.is_rgb, reader.size_c)
             check_image_type(image_type)
             entry_id = int(self._json.get("lastID", 0) or 0) + 1
             existing = {e.id for e in self._entries}

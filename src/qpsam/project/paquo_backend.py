@@ -52,7 +52,7 @@ from qpsam.objects import ImagePlane, ObjectType, PathClass, PathObject, walk
 
 from . import pixels as px
 from . import qpproj as pj
-from .base import Entry, EntryBase, ProjectBase, check_image_type, writes
+from .base import Entry, EntryBase, ProjectBase, check_image_type, default_image_type, writes
 from .native import NativeEntry, NativeProject
 from .qpdata import ellipse_polygon, new_qpdata, read_qpdata, summary_json
 
@@ -749,8 +749,7 @@ class PaquoEntry(EntryBase):
             self._pixels = "qupath"
             return self._pixels
         if twin.image_path is None and twin.uri and self._project._builder_is_plain(self.server_builder):
-            raise ImageReadError(f"entry {self.id} ({self.name!r}): image not found at {self.uri}; move it back "
-                                 "or update the project's image paths with `qpsam relocate PROJECT --search FOLDER` (Python: Project.relocate)")
+            raise self._image_missing()
         raise ImageReadError(f"entry {self.id} ({self.name!r}): neither qpsam nor QuPath {self._project.qupath_text} "
                              f"can read {self.uri} here (qpsam: {native_error}; QuPath: "
                              f"{getattr(self, '_server_error', 'no server')})")
@@ -1017,7 +1016,7 @@ class PaquoProject(ProjectBase[PaquoEntry]):
         entry = PaquoEntry(self, QuPathProjectImageEntry(jentry, _project_ref=self._project))
         entry.data_dir.mkdir(parents=True, exist_ok=True)
         pj.write_json(entry.data_dir / "server.json", builder)
-        entry._image_type = image_type or ("FLUORESCENCE" if not rgb and size_c > 1 else "UNSET")
+        entry._image_type = image_type or default_image_type(rgb, size_c)
         self._entries.append(entry)
         return entry
 
