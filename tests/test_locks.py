@@ -24,7 +24,7 @@ from shapely.geometry import box
 from qpsam.errors import ProjectError
 from qpsam.objects import PathObject
 from qpsam.project import open_project
-from qpsam.project.native import ProjectLock
+from qpsam.project.base import ProjectLock
 
 DEAD_PID = 2**22 + 12345  # above Linux's largest pid_max: never a live process
 ROUNDS = 200

@@ -23,6 +23,7 @@ import shapely
 from shapely.geometry import LineString, MultiPoint, MultiPolygon, Point, Polygon, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
+from qpsam.colors import unpack_argb
 from qpsam.errors import GeoJSONError
 from qpsam.fileio import atomic_write
 from qpsam.objects import ImagePlane, ObjectType, PathClass, PathObject, walk
@@ -66,8 +67,7 @@ def _parse_color(value: Any, what: str, where: str) -> tuple[int, ...] | None:
         raise GeoJSONError(f"{where}: {what} must be [r, g, b] or a packed integer, got {value!r}")
     if isinstance(value, int):
         # QuPath packs colours as (signed) ARGB integers.
-        packed = value & 0xFFFFFFFF
-        return ((packed >> 16) & 255, (packed >> 8) & 255, packed & 255)
+        return unpack_argb(value)
     if isinstance(value, (list, tuple)) and len(value) in (3, 4):
         if all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value):
             return tuple(value)

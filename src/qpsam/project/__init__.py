@@ -12,13 +12,14 @@ project exists.
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Literal
 
 from qpsam.errors import ProjectError
 
-from .native import MODES, NativeEntry, NativeProject
+from .base import MODES, Entry, Mode, Project
+from .native import NativeEntry, NativeProject
 
-__all__ = ["open_project", "NativeProject", "NativeEntry", "MODES", "available_backends"]
+__all__ = ["open_project", "Project", "Entry", "Mode", "NativeProject", "NativeEntry", "MODES", "available_backends"]
 
 Backend = Literal["auto", "native", "paquo"]
 
@@ -30,12 +31,13 @@ def available_backends() -> list[str]:
     return ["native"] + (["paquo"] if paquo_backend.available() else [])
 
 
-def open_project(path: str | os.PathLike[str], mode: str = "r", backend: Backend = "auto",
-                 **kwargs: Any) -> Any:
+def open_project(path: str | os.PathLike[str], mode: Mode = "r", backend: Backend = "auto", *,
+                 version: str | None = None, keep_version: bool | None = None, lock_timeout: float = 0.0) -> Project:
     """Open (or create) a QuPath project: a folder or its ``project.qpproj``.
 
     ``backend`` is ``native``, ``paquo`` or ``auto`` (paquo when QuPath is installed). Use it as a context manager
-    to save on exit (unless read only) and release the writer's lock.
+    to save on exit (unless read only) and release the writer's lock; ``lock_timeout`` is how long a writer waits
+    for another one to finish (seconds).
 
     ``keep_version`` (paquo): saving through QuPath writes QuPath's own version into ``project.qpproj``. For a
     project of another version, ``backend="paquo"`` refuses to open it for writing unless ``keep_version`` is
@@ -47,17 +49,14 @@ def open_project(path: str | os.PathLike[str], mode: str = "r", backend: Backend
         raise ProjectError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if backend not in ("auto", "native", "paquo"):
         raise ProjectError(f"backend must be 'auto', 'native' or 'paquo', got {backend!r}")
-    keep_version = kwargs.pop("keep_version", None)
-    if kwargs.get("version") is None:
-        kwargs.pop("version", None)
     if backend in ("auto", "paquo"):
         from . import paquo_backend
 
         if paquo_backend.available():
             if backend == "auto" and keep_version is None:
                 keep_version = True  # qpsam chose QuPath: do not change the project's version behind the user
-            return paquo_backend.PaquoProject(path, mode, keep_version=keep_version, auto=backend == "auto",
-                                              **kwargs)
+            return paquo_backend.PaquoProject(path, mode, version=version, keep_version=keep_version,
+                                              auto=backend == "auto", lock_timeout=lock_timeout)
         if backend == "paquo":
             raise ProjectError(f"backend 'paquo' is not available: {paquo_backend.unavailable_reason()}")
-    return NativeProject(path, mode, **kwargs)
+    return NativeProject(path, mode, version=version, lock_timeout=lock_timeout)

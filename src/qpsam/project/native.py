@@ -11,113 +11,55 @@ import json
 import os
 import shutil
 import time
-import uuid
 import warnings
-import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from qpsam.errors import DataWarning, ImageReadError, ProjectError
-from qpsam.fileio import atomic_write, remove_leftovers
-from qpsam.filelock import FileLock
+from qpsam.fileio import atomic_write
 from qpsam.geometry import Region
-from qpsam.objects import PathClass, PathObject, walk
+from qpsam.objects import PathClass, PathObject
 
-from . import hierarchy as hy
 from . import pixels as px
 from . import qpproj as pj
 from . import transforms as tf
-from .qpdata import QpData, new_qpdata, read_qpdata, summarize, summary_json, write_qpdata
+from .base import Entry, EntryBase, ProjectBase, check_image_type, default_image_type, writes
+from .qpdata import QpData, new_qpdata, read_qpdata, summarize, summary_json
 from .sanity import ImageLimits, describe_problems, object_problems
 
-__all__ = ["NativeProject", "NativeEntry", "ProjectLock", "MODES"]
-
-MODES = ("r", "r+", "a", "w", "x")
-IMAGE_TYPES = ("BRIGHTFIELD_H_DAB", "BRIGHTFIELD_H_E", "BRIGHTFIELD_OTHER", "FLUORESCENCE", "OTHER", "UNSET")
-_BIOFORMATS = "qupath.lib.images.servers.bioformats.BioFormatsServerBuilder"
-_OPENSLIDE = "qupath.lib.images.servers.openslide.OpenslideServerBuilder"
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Lock file
-
-
-class ProjectLock:
-    """The writer's lock on a project: ``project.qpproj.lock``, an OS advisory lock held until :meth:`release`
-    (see :mod:`qpsam.filelock`), so a lock left by a killed process or a full disk never blocks anyone.
-
-    Taking it also removes temporary files that interrupted writes left in the project (they predate the lock,
-    so no live writer owns them)."""
-
-    def __init__(self, project_file: Path) -> None:
-        self.project_file = project_file
-        self.path = project_file.with_name(project_file.name + ".lock")
-        self._lock = FileLock(self.path, self._refusal)
-
-    @staticmethod
-    def _refusal(holder: Mapping[str, Any] | None, path: Path) -> str:
-        who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
-        return (f"{path.parent / pj.PROJECT_FILE}: the project is open for writing by {who} "
-                f"(lock file {path}); close it there, or delete the lock file if that process is gone")
-
-    @property
-    def held(self) -> bool:
-        return self._lock.held
-
-    def acquire(self, timeout: float = 0.0) -> None:
-        """Take the lock, waiting up to ``timeout`` seconds for another writer to finish."""
-        self._lock.acquire(timeout)
-        since = self._lock.acquired_at or time.time()
-        folder = self.path.parent
-        data = folder / "data"
-        try:
-            entry_dirs = [Path(d.path) for d in os.scandir(data) if d.is_dir()] if data.is_dir() else []
-        except OSError:
-            entry_dirs = []
-        remove_leftovers([folder, folder / "classifiers", *entry_dirs], older_than=since)
-
-    def release(self) -> None:
-        self._lock.release()
+__all__ = ["NativeProject", "NativeEntry"]
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Entries
 
 
-def _unpack_rgb(value: Any) -> tuple[int, int, int] | None:
-    if not isinstance(value, int):
-        return None
-    packed = value & 0xFFFFFFFF
-    return ((packed >> 16) & 255, (packed >> 8) & 255, packed & 255)
-
-
-class NativeEntry:
+class NativeEntry(EntryBase):
     """One image of a project: its metadata, its objects (hierarchy) and its pixels."""
+
+    _project: NativeProject
 
     def __init__(self, project: "NativeProject", data: dict[str, Any]) -> None:
         self._project = project
         self._json = data
         self._qpdata: QpData | None = None
         self._loaded: tuple[PathObject, ...] | None = None
-        self._reader: px.ImageReader | None = None
+        self._reader: px.ImageReader | tf.TransformedReader | None = None
 
     # -- identity and metadata ------------------------------------------------------------------------------
-    def __repr__(self) -> str:
-        return f"<ImageEntry {self.id}: {self.name!r}>"
-
     @property
     def id(self) -> int:
-        return int(self._json.get("entryID"))
+        return int(self._json["entryID"])  # checked when the project was read
 
     @property
     def name(self) -> str:
         return str(self._json.get("imageName", ""))
 
     @name.setter
+    @writes
     def name(self, value: str) -> None:
-        self._project._check_writable()
         self._json["imageName"] = str(value)
 
     @property
@@ -125,8 +67,8 @@ class NativeEntry:
         return self._json.get("description")
 
     @description.setter
+    @writes
     def description(self, value: str | None) -> None:
-        self._project._check_writable()
         if value is None:
             self._json.pop("description", None)
         else:
@@ -143,21 +85,13 @@ class NativeEntry:
         return list(self._json.get("tags", []))
 
     @tags.setter
+    @writes
     def tags(self, values: Iterable[str]) -> None:
-        self._project._check_writable()
         self._json["tags"] = [str(v) for v in values]
 
     @property
     def server_builder(self) -> dict[str, Any]:
         return self._json.get("serverBuilder", {})
-
-    @property
-    def uri(self) -> str | None:
-        return pj.builder_uri(self.server_builder)
-
-    @property
-    def data_dir(self) -> Path:
-        return self._project.path / "data" / str(self.id)
 
     @property
     def image_path(self) -> Path | None:
@@ -173,7 +107,7 @@ class NativeEntry:
         moved = self._project._rebase(path)
         return moved if moved is not None and moved.exists() else None
 
-    def _metadata_block(self) -> dict[str, Any]:
+    def _meta(self) -> dict[str, Any]:
         meta = pj.builder_metadata(self.server_builder)
         if meta is None:
             server_json = self.data_dir / "server.json"
@@ -183,58 +117,7 @@ class NativeEntry:
             meta = self.reader().qupath_metadata()
         return meta
 
-    @property
-    def width(self) -> int:
-        return int(self._metadata_block().get("width", 0))
-
-    @property
-    def height(self) -> int:
-        return int(self._metadata_block().get("height", 0))
-
-    @property
-    def channels(self) -> list[px.ChannelInfo]:
-        meta = self._metadata_block()
-        return [px.ChannelInfo(str(c.get("name", f"Channel {i + 1}")), _unpack_rgb(c.get("color")))
-                for i, c in enumerate(meta.get("channels", []))]
-
-    @property
-    def n_channels(self) -> int:
-        return len(self._metadata_block().get("channels", [])) or 1
-
-    @property
-    def size_z(self) -> int:
-        return int(self._metadata_block().get("sizeZ", 1))
-
-    @property
-    def size_t(self) -> int:
-        return int(self._metadata_block().get("sizeT", 1))
-
-    @property
-    def pixel_type(self) -> str | None:
-        return self._metadata_block().get("pixelType")
-
-    @property
-    def is_rgb(self) -> bool:
-        return bool(self._metadata_block().get("isRGB", False))
-
-    @property
-    def downsamples(self) -> list[float]:
-        return [float(level.get("downsample", 1.0)) for level in self._metadata_block().get("levels", [])] or [1.0]
-
-    @property
-    def pixel_size(self) -> tuple[float, float] | None:
-        """(width, height) of a pixel in micrometres, or None when the image is not calibrated."""
-        cal = self._metadata_block().get("pixelCalibration", {})
-        pw, ph = cal.get("pixelWidth", {}), cal.get("pixelHeight", {})
-        if pw.get("unit") in ("µm", "um", "microns") and ph.get("unit") in ("µm", "um", "microns"):
-            return float(pw.get("value")), float(ph.get("value"))
-        return None
-
     # -- hierarchy ----------------------------------------------------------------------------------------
-    @property
-    def data_file(self) -> Path:
-        return self.data_dir / "data.qpdata"
-
     def _data(self) -> QpData:
         if self._qpdata is None:
             if self.data_file.exists():
@@ -254,7 +137,7 @@ class NativeEntry:
     def limits(self) -> ImageLimits:
         """What the image allows (size, slices, time points, channels), from its metadata; unknowns are None."""
         try:
-            meta = self._metadata_block()
+            meta = self._meta()
         except (ImageReadError, ProjectError):
             return ImageLimits()
 
@@ -285,10 +168,10 @@ class NativeEntry:
         return self._data().image_type
 
     @image_type.setter
+    @writes
     def image_type(self, value: str | None) -> None:
-        self._project._check_writable()
-        if value is not None and value not in IMAGE_TYPES:
-            raise ProjectError(f"image type must be one of {', '.join(IMAGE_TYPES)}, got {value!r}")
+        if value is not None:
+            check_image_type(value)
         self._data().image_type = value
 
     @property
@@ -296,55 +179,11 @@ class NativeEntry:
         """The image's properties stored in ``data.qpdata`` (edit in place, then save)."""
         return self._data().properties
 
-    @property
-    def objects(self) -> list[PathObject]:
-        """The hierarchy: the root's children (each with its own children)."""
-        return list(self._data().objects)
+    def _tree(self) -> list[PathObject]:
+        return self._data().objects
 
-    def all_objects(self) -> list[PathObject]:
-        """Every object of the hierarchy, depth first."""
-        return list(walk(self._data().objects))
-
-    def set_objects(self, objects: Iterable[PathObject]) -> None:
-        """Replace the whole hierarchy."""
-        self._project._check_writable()
-        objects = list(objects)
-        self._edit(lambda tree: (hy.check_objects(objects), objects)[1])
-
-    def add_objects(self, objects: Iterable[PathObject], parent: PathObject | uuid.UUID | None = None) -> None:
-        """Add objects at the top level, or as children of ``parent`` (an object or id in the hierarchy).
-
-        Objects are placed where they are put: unlike QuPath's ``insertObjects`` nothing is re-nested by
-        location."""
-        self._project._check_writable()
-        objects = list(objects)
-        self._edit(lambda tree: hy.add_objects(tree, objects, parent))
-
-    def remove_objects(self, objects: Iterable[PathObject | uuid.UUID | str], keep_children: bool = False) -> int:
-        """Remove objects (by object or id) wherever they are; their descendants go too unless
-        ``keep_children`` (then they move up to the removed object's parent). Returns how many were removed."""
-        self._project._check_writable()
-        objects = list(objects)
-        self._edit(lambda tree: hy.remove_objects(tree, objects, keep_children))
-        return len({o.id if isinstance(o, PathObject) else str(o) for o in objects})
-
-    def replace_objects(self, objects: Iterable[PathObject]) -> None:
-        """Replace objects by new versions with the same ids, in place. An object given without children keeps
-        the children of the one it replaces."""
-        self._project._check_writable()
-        objects = list(objects)
-        self._edit(lambda tree: hy.replace_objects(tree, objects))
-
-    def _edit(self, change: Callable[[list[PathObject]], list[PathObject]]) -> None:
-        data = self._data()
-        try:
-            data.objects = change(list(data.objects))
-        except ProjectError as exc:
-            raise ProjectError(f"entry {self.id} ({self.name}): {exc}") from None
-
-    def counts(self) -> dict[str, Any]:
-        """Object counts by type and by class (the ``hierarchy`` block of QuPath's ``summary.json``)."""
-        return summarize(self._data().objects)
+    def _set_tree(self, objects: list[PathObject]) -> None:
+        self._data().objects = objects
 
     @property
     def is_changed(self) -> bool:
@@ -357,9 +196,9 @@ class NativeEntry:
             return True
         return data._properties_read is not None and data.properties != data._properties_read
 
+    @writes
     def save(self) -> None:
         """Write this entry's hierarchy (``data.qpdata``, backup, ``summary.json``) if it changed."""
-        self._project._check_writable()
         if not self.is_changed:
             return
         data = self._data()
@@ -372,7 +211,7 @@ class NativeEntry:
         if not server_json.exists() and self.server_builder:
             pj.write_json(server_json, self.server_builder)
         colors = {pc.name: pc.color for pc in self._project.path_classes if pc.color is not None}
-        back = write_qpdata(self.data_file, data, summary=self._server_summary(), class_colors=colors)
+        back = self._write_qpdata(data, class_colors=colors)
         self._qpdata = back
         self._loaded = tuple(back.objects)
 
@@ -398,18 +237,11 @@ class NativeEntry:
         if summary_time >= 0 and current.get("hierarchy") == summarize(data.objects):
             os.utime(summary_file)  # agrees: do not check it again
             return False
-        server = current.get("server") if isinstance(current.get("server"), dict) else self._server_summary()
+        server = current.get("server")
+        if not isinstance(server, dict):
+            server = self._server_summary()
         atomic_write(summary_file, summary_json(data, server))
         return True
-
-    def _server_summary(self) -> dict[str, Any]:
-        try:
-            meta = self._metadata_block()
-        except ImageReadError:
-            meta = {}
-        return {"width": meta.get("width", 0), "height": meta.get("height", 0),
-                "sizeC": len(meta.get("channels", [])) or 1, "sizeZ": meta.get("sizeZ", 1),
-                "sizeT": meta.get("sizeT", 1)}
 
     # -- pixels -------------------------------------------------------------------------------------------------
     def reader(self) -> px.ImageReader | tf.TransformedReader:
@@ -422,9 +254,7 @@ class NativeEntry:
             uri = self.uri
             path = self.image_path
             if path is None:
-                raise ImageReadError(
-                    f"entry {self.id} ({self.name!r}): image not found at {uri}; move it back or update the "
-                    "project's image paths with `qpsam relocate PROJECT --search FOLDER` (Python: Project.relocate)")
+                raise self._image_missing()
             try:
                 self._reader = tf.wrap(px.open_image(path, _builder_series(image_builder)), transforms)
             except ImageReadError as exc:
@@ -470,46 +300,23 @@ class NativeEntry:
 # Projects
 
 
-class NativeProject:
+class NativeProject(ProjectBase[NativeEntry]):
     """A QuPath project opened in pure Python. Use :func:`qpsam.project.open_project` to get one."""
 
     backend = "native"
 
-    def __init__(self, path: str | os.PathLike[str], mode: str = "r", *, version: str = pj.DEFAULT_VERSION,
+    def __init__(self, path: str | os.PathLike[str], mode: str = "r", *, version: str | None = None,
                  lock_timeout: float = 0.0) -> None:
-        if mode not in MODES:
-            raise ProjectError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self.file = pj.project_file(path).absolute()
-        self.path = self.file.parent
-        self.mode = mode
-        self._lock = ProjectLock(self.file)
-        self._entries: list[NativeEntry] = []
+        exists = self._start(path, mode)
         self._classes: list[PathClass] | None = None
         self._classes_json: dict[str, Any] | None = None
         self._classes_changed = False
-        self._closed = False
-        exists = self.file.exists()
+        self._pending_deletes: list[Path] = []
         folder_existed = self.path.exists()
-        if mode in ("r", "r+") and not exists:
-            raise ProjectError(f"{self.file}: no such project (use mode 'a', 'w' or 'x' to create one)")
-        if mode == "x" and exists:
-            raise ProjectError(f"{self.file}: the project already exists (mode 'x' only creates)")
-        if mode != "r":
-            if not self.path.exists():
-                try:
-                    self.path.mkdir(parents=True)
-                except OSError as exc:
-                    raise ProjectError(f"{self.path}: cannot create the project folder ({exc.strerror or exc})") \
-                        from exc
-            self._lock.acquire(lock_timeout)
+        self._lock_folder(lock_timeout)
         try:
-            if mode == "w" and exists:
-                self._truncate()
-                exists = False
-            if not exists:
-                if any(p for p in self.path.iterdir() if p.name != self._lock.path.name):
-                    raise ProjectError(f"{self.path}: a new project needs an empty folder (QuPath's rule)")
-                self._json = pj.new_project_json(self.file, version)
+            if not self._clear_folder(exists):
+                self._json = pj.new_project_json(self.file, pj.DEFAULT_VERSION if version is None else version)
                 pj.write_json(self.file, self._json)
                 # until its first save succeeds, a new project is removed again when the session fails
                 self._new = (self.path, folder_existed)
@@ -555,98 +362,14 @@ class NativeProject:
         if data.get("version") is not None and not isinstance(data.get("version"), str):
             raise ProjectError(f"{self.file}: version is {data.get('version')!r}, expected text")
 
-    def _truncate(self) -> None:
-        truncate_project(self.path, keep=self._lock.path)
-
-    # -- context manager ---------------------------------------------------------------------------------------
-    def __enter__(self) -> "NativeProject":
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        failed = exc_type is not None
-        try:
-            if exc_type is None and self.mode != "r":
-                try:
-                    self.save()
-                except BaseException:
-                    failed = True
-                    raise
-        finally:
-            if failed:
-                self._remove_if_new()
-            self.close()
-
-    def _remove_if_new(self) -> None:
-        """A project created in this session and never saved whole leaves nothing behind (no half project)."""
-        new = getattr(self, "_new", None)
-        if new is None:
-            return
-        folder, folder_existed = new
-        for item in folder.iterdir():
-            if item == self._lock.path:
-                continue
-            if item.is_dir():
-                shutil.rmtree(item, ignore_errors=True)
-            else:
-                item.unlink(missing_ok=True)
-        self._new = None
-        if not folder_existed:
-            self._lock.release()
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def close(self) -> None:
-        """Close images and release the writer's lock (does not save)."""
-        for entry in self._entries:
-            entry.close()
-        self._lock.release()
-        self._closed = True
-
     def __repr__(self) -> str:
         return f"<QuPath project {self.path} ({len(self._entries)} images, mode {self.mode!r}, native)>"
-
-    def _check_writable(self) -> None:
-        if self.mode == "r":
-            raise ProjectError(f"{self.file}: opened read-only (mode 'r'); open with mode 'r+' to change it")
-        if self._closed:
-            raise ProjectError(f"{self.file}: the project is closed")
 
     # -- contents ------------------------------------------------------------------------------------------------
     @property
     def version(self) -> str:
         """The QuPath version recorded in ``project.qpproj``."""
         return str(self._json.get("version") or pj.DEFAULT_VERSION)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def images(self) -> list[NativeEntry]:
-        return list(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __iter__(self) -> Iterator[NativeEntry]:
-        return iter(list(self._entries))
-
-    def entry(self, key: int | str) -> NativeEntry:
-        """An image entry by id (``3`` or ``"3"``) or by image name."""
-        for entry in self._entries:
-            if isinstance(key, int) and entry.id == key:
-                return entry
-        if isinstance(key, str):
-            if key.strip().isdigit():
-                for entry in self._entries:
-                    if entry.id == int(key):
-                        return entry
-            named = [e for e in self._entries if e.name == key]
-            if len(named) == 1:
-                return named[0]
-            if len(named) > 1:
-                raise ProjectError(f"{self.file}: {len(named)} images are named {key!r}; use an id "
-                                   f"({', '.join(str(e.id) for e in named)})")
-        raise ProjectError(f"{self.file}: no image with id or name {key!r}")
 
     @property
     def path_classes(self) -> list[PathClass]:
@@ -660,8 +383,8 @@ class NativeProject:
         return list(self._classes)
 
     @path_classes.setter
+    @writes
     def path_classes(self, classes: Iterable[PathClass]) -> None:
-        self._check_writable()
         self.path_classes  # noqa: B018 - load the original JSON to keep its unknown fields
         self._classes = [PathClass(c) if isinstance(c, str) else c for c in classes]
         self._classes_changed = True
@@ -680,10 +403,10 @@ class NativeProject:
             return None
         return (self.path / relative).resolve()
 
+    @writes
     def relocate(self, mapping: Mapping[str, str] | Callable[[str], str | None]) -> int:
         """Update image URIs: ``mapping`` maps old URI prefixes (or whole URIs) to new ones, or is a function
         URI -> new URI (None keeps it). Returns the number of entries changed (saved with :meth:`save`)."""
-        self._check_writable()
         changed = 0
         for entry in self._entries:
             uri = entry.uri
@@ -703,27 +426,20 @@ class NativeProject:
                 changed += 1
         return changed
 
+    @writes
     def add_image(self, image: str | os.PathLike[str], name: str | None = None, image_type: str | None = None,
                   series: int = 0, allow_duplicates: bool = False) -> NativeEntry:
         """Add an image file as a new entry (its size, channels and pyramid read from the file)."""
-        self._check_writable()
-        path = Path(image).absolute()
-        if not path.is_file():
-            raise ProjectError(f"{path}: image file not found")
+        path = self._image_file(image)
         uri = pj.path_to_uri(path)
         if not allow_duplicates and any(e.uri == uri and _series(e) == series for e in self._entries):
             raise ProjectError(f"{path}: already in the project (pass allow_duplicates=True to add it again)")
         reader = px.open_image(path, series)
         try:
-            metadata = reader.qupath_metadata()
-            provider = _OPENSLIDE if path.suffix.lower() in (".svs", ".ndpi", ".mrxs", ".scn") else _BIOFORMATS
-            args = ["--series", str(series)] if provider == _BIOFORMATS else []
-            builder = {"builderType": "uri", "providerClassName": provider, "uri": uri, "args": args,
-                       "metadata": metadata}
+            builder = pj.new_image_builder(path, series, reader.qupath_metadata())
             if image_type is None:
-                image_type = "FLUORESCENCE" if not reader.is_rgb and reader.size_c > 1 else "UNSET"
-            if image_type not in IMAGE_TYPES:
-                raise ProjectError(f"image type must be one of {', '.join(IMAGE_TYPES)}, got {image_type!r}")
+                image_type = default_image_type(reader.is_rgb, reader.size_c)
+            check_image_type(image_type)
             entry_id = int(self._json.get("lastID", 0) or 0) + 1
             existing = {e.id for e in self._entries}
             while entry_id in existing or (self.path / "data" / str(entry_id)).exists():
@@ -745,24 +461,24 @@ class NativeProject:
             raise
         return entry
 
-    def remove_image(self, entry: NativeEntry | int | str, delete_data: bool = True) -> None:
+    @writes
+    def remove_image(self, entry: Entry | int | str, delete_data: bool = True) -> None:
         """Remove an entry (and its ``data/<id>`` folder unless ``delete_data`` is False) on :meth:`save`."""
-        self._check_writable()
-        entry = entry if isinstance(entry, NativeEntry) else self.entry(entry)
-        entry.close()
-        self._entries.remove(entry)
-        self._json["images"] = [e for e in self._json.get("images", []) if e is not entry._json]
+        own = self._own(entry)
+        own.close()
+        self._entries.remove(own)
+        self._json["images"] = [e for e in self._json.get("images", []) if e is not own._json]
         if delete_data:
-            self._pending_deletes = getattr(self, "_pending_deletes", []) + [entry.data_dir]
+            self._pending_deletes.append(own.data_dir)
 
     @property
     def is_changed(self) -> bool:
         return (self._json != self._saved_json or self._classes_changed
-                or any(e.is_changed for e in self._entries) or bool(getattr(self, "_pending_deletes", [])))
+                or any(e.is_changed for e in self._entries) or bool(self._pending_deletes))
 
+    @writes
     def save(self) -> None:
         """Write what changed: entries' hierarchies, ``project.qpproj`` (with a backup), ``classes.json``."""
-        self._check_writable()
         for entry in self._entries:
             entry.save()
         if self._classes_changed and self._classes is not None:
@@ -772,34 +488,10 @@ class NativeProject:
             self._json["modifyTimestamp"] = int(time.time() * 1000)
             pj.write_json(self.file, self._json, backup=True)
             self._saved_json = json.loads(json.dumps(self._json))
-        for folder in getattr(self, "_pending_deletes", []):
+        for folder in self._pending_deletes:
             shutil.rmtree(folder, ignore_errors=True)
         self._pending_deletes = []
         self._new = None  # saved whole: a later failure keeps it
-
-
-def truncate_project(folder: Path, keep: Path | None = None) -> Path:
-    """Mode 'w' on an existing project: zip the folder next to itself, then empty it (``keep`` stays).
-    Returns the backup's path; if the backup cannot be written nothing is changed."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    backup = folder.parent / f"{folder.name}-backup-{stamp}.zip"
-    try:
-        with zipfile.ZipFile(backup, "w", zipfile.ZIP_DEFLATED) as zf:
-            for item in sorted(folder.rglob("*")):
-                if item.is_file() and item != keep:
-                    zf.write(item, item.relative_to(folder))
-    except OSError as exc:
-        backup.unlink(missing_ok=True)
-        raise ProjectError(f"{folder}: cannot back the project up before truncating it "
-                           f"({exc.strerror or exc}); nothing was changed") from exc
-    for item in folder.iterdir():
-        if item == keep:
-            continue
-        if item.is_dir():
-            shutil.rmtree(item)
-        else:
-            item.unlink()
-    return backup
 
 
 def _series(entry: NativeEntry) -> int:

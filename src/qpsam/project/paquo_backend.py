@@ -44,15 +44,17 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from qpsam.colors import Color, pack_argb, unpack_argb
 from qpsam.errors import ImageReadError, ProjectError
+from qpsam.fileio import TMP_SUFFIX, atomic_write
 from qpsam.geometry import Region
 from qpsam.objects import ImagePlane, ObjectType, PathClass, PathObject, walk
 
-from . import hierarchy as hy
 from . import pixels as px
 from . import qpproj as pj
-from .native import IMAGE_TYPES, MODES, NativeEntry, NativeProject, ProjectLock, truncate_project
-from .qpdata import ellipse_polygon, new_qpdata, read_qpdata, summarize, write_qpdata
+from .base import Entry, EntryBase, ProjectBase, check_image_type, default_image_type, writes
+from .native import NativeEntry, NativeProject
+from .qpdata import ellipse_polygon, new_qpdata, read_qpdata, summary_json
 
 __all__ = ["available", "unavailable_reason", "qupath_version", "PaquoProject", "PaquoEntry"]
 
@@ -174,19 +176,17 @@ def _java_message(exc: BaseException) -> str:
 # Objects: Java <-> qpsam
 
 
-def _rgb(value: Any) -> tuple[int, ...] | None:
+def _rgb(value: Any) -> Color | None:
+    """An object's or class's colour as the native reader gives it: RGB, RGBA only when translucent."""
     if value is None:
         return None
-    packed = int(value) & 0xFFFFFFFF
-    a, r, g, b = packed >> 24, (packed >> 16) & 255, (packed >> 8) & 255, packed & 255
-    return (r, g, b) if a in (0, 255) else (r, g, b, a)
+    rgba = unpack_argb(value, alpha=True)
+    return rgba[:3] if rgba[3] in (0, 255) else rgba
 
 
-def _packed(color: Sequence[int]) -> int:
-    r, g, b = color[:3]
-    a = color[3] if len(color) > 3 else 255
-    value = (a << 24) | (r << 16) | (g << 8) | b
-    return value - (1 << 32) if value >= 1 << 31 else value
+def _opaque(color: Color | None) -> tuple[int, int, int] | None:
+    """paquo's class colours are RGB."""
+    return None if not color else (color[0], color[1], color[2])
 
 
 def _geometry_of(J: Any, roi: Any) -> Any:
@@ -274,7 +274,7 @@ def _path_class(J: Any, path_class: PathClass | None) -> Any:
         return None
     pc = J.PathClass.fromString(path_class.name)
     if path_class.color is not None and _rgb(pc.getColor()) != tuple(path_class.color):
-        pc.setColor(J.Integer(_packed(path_class.color)))
+        pc.setColor(J.Integer(pack_argb(path_class.color)))
     return pc
 
 
@@ -301,7 +301,7 @@ def _to_java(J: Any, obj: PathObject) -> Any:
     if obj.name is not None:
         java.setName(obj.name)
     if obj.color is not None:
-        java.setColor(J.Integer(_packed(obj.color)))
+        java.setColor(J.Integer(pack_argb(obj.color)))
     if obj.locked:
         java.setLocked(True)
     if obj.measurements:
@@ -344,7 +344,7 @@ def _reuse(J: Any, java: Any, old: PathObject, new: PathObject) -> bool:
     if old.name != new.name:
         java.setName(new.name)
     if old.color != new.color:
-        java.setColor(None if new.color is None else J.Integer(_packed(new.color)))
+        java.setColor(None if new.color is None else J.Integer(pack_argb(new.color)))
     if old.locked != new.locked:
         java.setLocked(bool(new.locked))
     if dict(old.measurements) != dict(new.measurements):
@@ -368,15 +368,18 @@ def _reuse(J: Any, java: Any, old: PathObject, new: PathObject) -> bool:
     return True
 
 
-def _ids(J: Any, hierarchy: Any) -> list[str]:
-    """Every object id of a Java hierarchy (the root excluded), depth first."""
-    out: list[str] = []
-    stack = list(hierarchy.getRootObject().getChildObjectsAsArray())
+def _descendants(root: Any) -> Iterator[Any]:
+    """Every Java object below ``root`` (``root`` excluded)."""
+    stack = list(root.getChildObjectsAsArray())
     while stack:
         obj = stack.pop()
-        out.append(str(obj.getID()))
+        yield obj
         stack.extend(obj.getChildObjectsAsArray())
-    return out
+
+
+def _ids(J: Any, hierarchy: Any) -> list[str]:
+    """Every object id of a Java hierarchy (the root excluded)."""
+    return [str(obj.getID()) for obj in _descendants(hierarchy.getRootObject())]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -391,8 +394,11 @@ def _json_of(J: Any, value: Any) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-class PaquoEntry:
+class PaquoEntry(EntryBase):
     """An image entry backed by QuPath's ``ProjectImageEntry`` (same interface as the native entry)."""
+
+    _project: PaquoProject
+    _label = " (paquo)"
 
     def __init__(self, project: "PaquoProject", entry: Any) -> None:
         self._project = project
@@ -407,9 +413,6 @@ class PaquoEntry:
         self._server: Any = None
         self._pixels: Any = None  # "native" (a NativeEntry twin) or "qupath" once chosen
 
-    def __repr__(self) -> str:
-        return f"<ImageEntry {self.id}: {self.name!r} (paquo)>"
-
     @property
     def _java(self) -> Any:
         return self._entry.java_object
@@ -423,8 +426,8 @@ class PaquoEntry:
         return str(self._java.getImageName())
 
     @name.setter
+    @writes
     def name(self, value: str) -> None:
-        self._project._check_writable()
         self._java.setImageName(value)
 
     @property
@@ -433,8 +436,8 @@ class PaquoEntry:
         return None if text is None or not str(text) else str(text)
 
     @description.setter
+    @writes
     def description(self, value: str | None) -> None:
-        self._project._check_writable()
         self._java.setDescription(value or None)
 
     @property
@@ -450,19 +453,6 @@ class PaquoEntry:
     def server_builder(self) -> dict[str, Any]:
         """The entry's server builder as QuPath writes it in ``project.qpproj``."""
         return _json_of(_java(), self._java.getServerBuilder()) or {}
-
-    @property
-    def uri(self) -> str | None:
-        return pj.builder_uri(self.server_builder)
-
-    @property
-    def data_dir(self) -> Path:
-        # The real folder, also when mode 'r' loaded QuPath from a private copy.
-        return self._project.path / "data" / str(self.id)
-
-    @property
-    def data_file(self) -> Path:
-        return self.data_dir / "data.qpdata"
 
     def _twin(self) -> NativeEntry:
         """The same entry read by the native backend (for metadata and qpsam's own pixel readers)."""
@@ -496,39 +486,6 @@ class PaquoEntry:
         self._meta_cache = meta
         return meta
 
-    width = property(lambda self: int(self._meta().get("width", 0)))
-    height = property(lambda self: int(self._meta().get("height", 0)))
-    n_channels = property(lambda self: len(self._meta().get("channels", [])) or 1)
-    size_z = property(lambda self: int(self._meta().get("sizeZ", 1)))
-    size_t = property(lambda self: int(self._meta().get("sizeT", 1)))
-
-    @property
-    def channels(self) -> list[px.ChannelInfo]:
-        out = []
-        for i, c in enumerate(self._meta().get("channels", [])):
-            out.append(px.ChannelInfo(str(c.get("name", f"Channel {i + 1}")), _rgb(c.get("color"))))
-        return out
-
-    @property
-    def pixel_type(self) -> str | None:
-        return self._meta().get("pixelType")
-
-    @property
-    def is_rgb(self) -> bool:
-        return bool(self._meta().get("isRGB", False))
-
-    @property
-    def downsamples(self) -> list[float]:
-        return [float(level.get("downsample", 1.0)) for level in self._meta().get("levels", [])] or [1.0]
-
-    @property
-    def pixel_size(self) -> tuple[float, float] | None:
-        cal = self._meta().get("pixelCalibration", {})
-        pw, ph = cal.get("pixelWidth", {}), cal.get("pixelHeight", {})
-        if pw.get("unit") in ("µm", "um", "microns") and ph.get("unit") in ("µm", "um", "microns"):
-            return float(pw["value"]), float(ph["value"])
-        return None
-
     # -- image data (type, properties) ---------------------------------------------------------------------
     def _read_image_data(self) -> Any:
         """QuPath's ImageData of the entry, or None where QuPath cannot build it here (0.5.1 builds the server
@@ -553,10 +510,9 @@ class PaquoEntry:
         return "UNSET"
 
     @image_type.setter
+    @writes
     def image_type(self, value: str | None) -> None:
-        self._project._check_writable()
-        if value not in IMAGE_TYPES:
-            raise ProjectError(f"image type must be one of {', '.join(IMAGE_TYPES)}, got {value!r}")
+        check_image_type(value)
         self._image_type = value
 
     @property
@@ -593,39 +549,8 @@ class PaquoEntry:
             self._loaded = tuple(self._objects)
         return self._objects
 
-    @property
-    def objects(self) -> list[PathObject]:
-        return list(self._tree())
-
-    def all_objects(self) -> list[PathObject]:
-        return list(walk(self._tree()))
-
-    def _edit(self, change: Callable[[list[PathObject]], list[PathObject]]) -> None:
-        self._project._check_writable()
-        try:
-            self._objects = change(list(self._tree()))
-        except ProjectError as exc:
-            raise ProjectError(f"entry {self.id} ({self.name}): {exc}") from None
-
-    def set_objects(self, objects: Iterable[PathObject]) -> None:
-        objects = list(objects)
-        self._edit(lambda tree: (hy.check_objects(objects), objects)[1])
-
-    def add_objects(self, objects: Iterable[PathObject], parent: PathObject | uuid.UUID | None = None) -> None:
-        objects = list(objects)
-        self._edit(lambda tree: hy.add_objects(tree, objects, parent))
-
-    def remove_objects(self, objects: Iterable[PathObject | uuid.UUID | str], keep_children: bool = False) -> int:
-        objects = list(objects)
-        self._edit(lambda tree: hy.remove_objects(tree, objects, keep_children))
-        return len({o.id if isinstance(o, PathObject) else str(o) for o in objects})
-
-    def replace_objects(self, objects: Iterable[PathObject]) -> None:
-        objects = list(objects)
-        self._edit(lambda tree: hy.replace_objects(tree, objects))
-
-    def counts(self) -> dict[str, Any]:
-        return summarize(self._tree())
+    def _set_tree(self, objects: list[PathObject]) -> None:
+        self._objects = objects
 
     @property
     def is_changed(self) -> bool:
@@ -635,10 +560,10 @@ class PaquoEntry:
             return True
         return self._image_type is not None
 
+    @writes
     def save(self) -> None:
         """Write the entry's ``data.qpdata`` if it changed: through QuPath where it can save this entry, else
         with qpsam's native writer; QuPath's reader then checks the file. A failure leaves the old file."""
-        self._project._check_writable()
         if not self.is_changed:
             return
         objects = self._tree()
@@ -672,28 +597,16 @@ class PaquoEntry:
         hierarchy = data.getHierarchy()
         try:
             root = hierarchy.getRootObject()
-            existing = {}
-            stack = list(root.getChildObjectsAsArray())
-            while stack:
-                java = stack.pop()
-                existing[str(java.getID())] = java
-                stack.extend(java.getChildObjectsAsArray())
+            existing = {str(java.getID()): java for java in _descendants(root)}
             loaded = {str(o.id): o for o in walk(self._loaded)}
 
             def build(obj: PathObject) -> Any:
+                """QuPath's object read as ``obj`` brought up to date where it can be, else a new one."""
                 java, old = existing.get(str(obj.id)), loaded.get(str(obj.id))
                 if java is None or old is None or not _reuse(J, java, old, obj):
-                    return _fresh(obj)
-                java.clearChildObjects()
-                if obj.children:
-                    kids = J.ArrayList()
-                    for child in obj.children:
-                        kids.add(build(child))
-                    java.addChildObjects(kids)
-                return java
-
-            def _fresh(obj: PathObject) -> Any:
-                java = _to_java(J, obj.replace(children=()))
+                    java = _to_java(J, obj.replace(children=()))
+                else:
+                    java.clearChildObjects()
                 if obj.children:
                     kids = J.ArrayList()
                     for child in obj.children:
@@ -718,13 +631,16 @@ class PaquoEntry:
             if whole_entry:
                 self._java.saveImageData(data)
             else:
-                tmp = path.with_name(f".{path.name}.qpsam-{os.getpid()}")
+                # QuPath writes a file, not bytes: its file becomes the payload of the atomic write (a stray one
+                # left by a kill is named as fileio's leftovers are, so the next writer's lock removes it).
+                tmp = path.with_name(f".{path.name}.qpsam-{os.getpid()}{TMP_SUFFIX}")
                 try:
                     J.PathIO.writeImageData(J.File(str(tmp)), data)
-                    os.replace(tmp, path)
+                    atomic_write(path, tmp.read_bytes())
                 finally:
                     tmp.unlink(missing_ok=True)
-                self._write_summary()
+                atomic_write(self.data_dir / "summary.json",
+                             summary_json(read_qpdata(path), self._server_summary()))
         except Exception as exc:  # noqa: BLE001 - Java exceptions: put the previous file back
             self._restore(path, backup, mode, had_bkp)
             self._image_data = None
@@ -736,24 +652,10 @@ class PaquoEntry:
             os.chmod(path, mode)
         return True
 
-    def _write_summary(self) -> None:
-        """``summary.json`` as QuPath's ``saveImageData`` writes it (counts of what the file now holds)."""
-        from qpsam.fileio import atomic_write
-
-        from .qpdata import summary_json
-
-        meta = self._meta()
-        atomic_write(self.data_dir / "summary.json", summary_json(read_qpdata(self.data_file), {
-            "width": meta.get("width", 0), "height": meta.get("height", 0),
-            "sizeC": len(meta.get("channels", [])) or 1, "sizeZ": meta.get("sizeZ", 1),
-            "sizeT": meta.get("sizeT", 1)}))
-
     @staticmethod
     def _restore(path: Path, backup: Path, mode: int | None, had_bkp: bool) -> None:
         if backup.exists() and mode is not None:
-            tmp = path.with_name(path.name + ".restore")
-            shutil.copy2(backup, tmp)
-            os.replace(tmp, path)
+            atomic_write(path, backup.read_bytes())
             os.chmod(path, mode)
         elif mode is None:
             path.unlink(missing_ok=True)
@@ -796,15 +698,8 @@ class PaquoEntry:
         if self._properties is not None:
             data.properties.clear()
             data.properties.update(self._properties)
-        meta = self._meta()
-        mode = path.stat().st_mode & 0o7777 if path.exists() else None
         # Objects keep their own class colours (QuPath's project list has defaults, e.g. Stroma's).
-        write_qpdata(path, data, summary={
-            "width": meta.get("width", 0), "height": meta.get("height", 0),
-            "sizeC": len(meta.get("channels", [])) or 1, "sizeZ": meta.get("sizeZ", 1),
-            "sizeT": meta.get("sizeT", 1)})
-        if mode is not None:
-            os.chmod(path, mode)
+        self._write_qpdata(data)
 
     def _check_saved(self, objects: list[PathObject]) -> None:
         """QuPath's own reader must find exactly the saved objects in the file."""
@@ -854,8 +749,7 @@ class PaquoEntry:
             self._pixels = "qupath"
             return self._pixels
         if twin.image_path is None and twin.uri and self._project._builder_is_plain(self.server_builder):
-            raise ImageReadError(f"entry {self.id} ({self.name!r}): image not found at {self.uri}; move it back "
-                                 "or update the project's image paths with `qpsam relocate PROJECT --search FOLDER` (Python: Project.relocate)")
+            raise self._image_missing()
         raise ImageReadError(f"entry {self.id} ({self.name!r}): neither qpsam nor QuPath {self._project.qupath_text} "
                              f"can read {self.uri} here (qpsam: {native_error}; QuPath: "
                              f"{getattr(self, '_server_error', 'no server')})")
@@ -938,7 +832,7 @@ def _shadow(folder: Path) -> Path:
     return tmp
 
 
-class PaquoProject:
+class PaquoProject(ProjectBase[PaquoEntry]):
     """A QuPath project opened through paquo (QuPath's own Java code).
 
     ``keep_version``: a project written by another QuPath version than the one paquo runs would take QuPath's
@@ -950,27 +844,16 @@ class PaquoProject:
 
     def __init__(self, path: str | os.PathLike[str], mode: str = "r", *, version: str | None = None,
                  keep_version: bool | None = None, auto: bool = False, lock_timeout: float = 0.0) -> None:
-        if mode not in MODES:
-            raise ProjectError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self.file = pj.project_file(path).absolute()
-        self.path = self.file.parent
-        self.mode = mode
+        exists = self._start(path, mode)
         self._auto = auto
-        self._lock = ProjectLock(self.file)
         self._shadow: Path | None = None
         self._twin: NativeProject | None = None
-        self._entries: list[PaquoEntry] = []
-        exists = self.file.exists()
-        if mode in ("r", "r+") and not exists:
-            raise ProjectError(f"{self.file}: no such project (use mode 'a', 'w' or 'x' to create one)")
-        if mode == "x" and exists:
-            raise ProjectError(f"{self.file}: the project already exists (mode 'x' only creates)")
         try:
             J = _java()
         except Exception as exc:  # noqa: BLE001 - JVM start-up
             raise ProjectError(f"{self.file}: cannot start QuPath through paquo ({_java_message(exc)})") from None
         self.qupath_text = qupath_version()
-        self.qupath = pj._version(self.qupath_text)
+        self.qupath = pj.version_tuple(self.qupath_text)
         self._before = pj.read_json(self.file, "project file") if exists else None
         self._classes_before = self._read_classes()
         self._keep: str | None = None
@@ -985,22 +868,9 @@ class PaquoProject:
                         f"or go on (keep_version=False, CLI --upgrade-version)")
                 if keep_version:
                     self._keep = old
-        if mode != "r":
-            if not self.path.exists():
-                try:
-                    self.path.mkdir(parents=True)
-                except OSError as exc:
-                    raise ProjectError(f"{self.path}: cannot create the project folder ({exc.strerror or exc})") \
-                        from None
-            # (A lock that waits, ``lock_timeout``, where the native backend's lock offers it.)
-            self._lock.acquire(**({"timeout": lock_timeout} if lock_timeout else {}))
+        self._lock_folder(lock_timeout)
         try:
-            if mode == "w" and exists:
-                truncate_project(self.path, keep=self._lock.path)
-                exists = False
-            if not exists:
-                if any(p for p in self.path.iterdir() if p.name != self._lock.path.name):
-                    raise ProjectError(f"{self.path}: a new project needs an empty folder (QuPath's rule)")
+            if not self._clear_folder(exists):
                 # QuPath creates it (paquo refuses: our lock file is already in the folder).
                 J.Projects.createProject(J.File(str(self.path)), J.BufferedImage).syncChanges()
                 if version is not None and version != self.qupath_text:
@@ -1024,31 +894,15 @@ class PaquoProject:
             raise ProjectError(f"{self.file}: QuPath {self.qupath_text} cannot open the project "
                                f"({_java_message(exc)})") from None
 
-    def __enter__(self) -> "PaquoProject":
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            if exc_type is None and self.mode != "r":
-                self.save()
-        finally:
-            self.close()
-
     def close(self) -> None:
         """Close images, release the writer's lock and remove mode 'r''s private copy (does not save)."""
-        for entry in self._entries:
-            entry.close()
-        self._lock.release()
+        super().close()
         if self._shadow is not None:
             shutil.rmtree(self._shadow, ignore_errors=True)
             self._shadow = None
 
     def __repr__(self) -> str:
         return f"<Project {self.file} ({len(self)} images, paquo, QuPath {self.qupath_text})>"
-
-    def _check_writable(self) -> None:
-        if self.mode == "r":
-            raise ProjectError(f"{self.file}: opened read-only (mode 'r'); open with mode 'r+' to change it")
 
     def _native_twin(self) -> NativeProject:
         """The project read by the native backend (read only: used for qpsam's own pixel readers)."""
@@ -1067,45 +921,19 @@ class PaquoProject:
         return str(self._project.version)
 
     @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def images(self) -> list[PaquoEntry]:
-        return list(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __iter__(self) -> Iterator[PaquoEntry]:
-        return iter(list(self._entries))
-
-    def entry(self, key: int | str) -> PaquoEntry:
-        for entry in self._entries:
-            if str(entry.id) == str(key).strip():
-                return entry
-        named = [e for e in self._entries if e.name == key]
-        if len(named) == 1:
-            return named[0]
-        if len(named) > 1:
-            raise ProjectError(f"{self.file}: {len(named)} images are named {key!r}; use an id")
-        raise ProjectError(f"{self.file}: no image with id or name {key!r}")
-
-    @property
     def path_classes(self) -> list[PathClass]:
         return [PathClass(str(c.name), tuple(c.color.to_rgb()) if c.color is not None else None)
                 for c in self._project.path_classes]
 
     @path_classes.setter
+    @writes
     def path_classes(self, classes: Iterable[PathClass]) -> None:
-        self._check_writable()
         from paquo.classes import QuPathPathClass
 
-        self._project.path_classes = [QuPathPathClass(c.name, color=c.color[:3] if c.color else None)
-                                      for c in classes]
+        self._project.path_classes = [QuPathPathClass(c.name, color=_opaque(c.color)) for c in classes]
 
+    @writes
     def relocate(self, mapping: Mapping[str, str] | Callable[[str], str | None]) -> int:
-        self._check_writable()
         uri2uri = {}
         for entry in self._entries:
             uri = entry.uri
@@ -1130,16 +958,14 @@ class PaquoProject:
                 entry._meta_cache = None
         return len(uri2uri)
 
+    @writes
     def add_image(self, image: str | os.PathLike[str], name: str | None = None, image_type: str | None = None,
                   series: int = 0, allow_duplicates: bool = False) -> PaquoEntry:
-        self._check_writable()
         from paquo.images import QuPathImageType
 
-        path = Path(image).absolute()
-        if not path.is_file():
-            raise ProjectError(f"{path}: image file not found")
-        if image_type is not None and image_type not in IMAGE_TYPES:
-            raise ProjectError(f"image type must be one of {', '.join(IMAGE_TYPES)}, got {image_type!r}")
+        path = self._image_file(image)
+        if image_type is not None:
+            check_image_type(image_type)
         kind = QuPathImageType[image_type] if image_type else None
         try:
             entry = self._project.add_image(path, image_type=kind, allow_duplicates=allow_duplicates)
@@ -1168,8 +994,6 @@ class PaquoProject:
         from jpype import JClass
         from paquo.images import QuPathProjectImageEntry
 
-        from .native import _BIOFORMATS, _OPENSLIDE
-
         J = _java()
         try:
             reader = px.open_image(path, series)
@@ -1180,9 +1004,7 @@ class PaquoProject:
             metadata, rgb, size_c = reader.qupath_metadata(), reader.is_rgb, reader.size_c
         finally:
             reader.close()
-        provider = _OPENSLIDE if path.suffix.lower() in (".svs", ".ndpi", ".mrxs", ".scn") else _BIOFORMATS
-        builder = {"builderType": "uri", "providerClassName": provider, "uri": pj.path_to_uri(path),
-                   "args": ["--series", str(series)] if provider == _BIOFORMATS else [], "metadata": metadata}
+        builder = pj.new_image_builder(path, series, metadata)
         kind = JClass("qupath.lib.images.servers.ImageServerBuilder$ServerBuilder")
         try:
             jbuilder = J.GsonTools.getInstance().fromJson(json.dumps(builder), kind)
@@ -1194,26 +1016,26 @@ class PaquoProject:
         entry = PaquoEntry(self, QuPathProjectImageEntry(jentry, _project_ref=self._project))
         entry.data_dir.mkdir(parents=True, exist_ok=True)
         pj.write_json(entry.data_dir / "server.json", builder)
-        entry._image_type = image_type or ("FLUORESCENCE" if not rgb and size_c > 1 else "UNSET")
+        entry._image_type = image_type or default_image_type(rgb, size_c)
         self._entries.append(entry)
         return entry
 
-    def remove_image(self, entry: PaquoEntry | int | str, delete_data: bool = True) -> None:
-        self._check_writable()
-        entry = entry if isinstance(entry, PaquoEntry) else self.entry(entry)
-        self._project.java_object.removeImage(entry._java, False)
+    @writes
+    def remove_image(self, entry: Entry | int | str, delete_data: bool = True) -> None:
+        own = self._own(entry)
+        self._project.java_object.removeImage(own._java, False)
         if delete_data:
-            shutil.rmtree(entry.data_dir, ignore_errors=True)
-        entry.close()
-        self._entries.remove(entry)
+            shutil.rmtree(own.data_dir, ignore_errors=True)
+        own.close()
+        self._entries.remove(own)
 
     @property
     def is_changed(self) -> bool:
         return any(e.is_changed for e in self._entries)
 
+    @writes
     def save(self) -> None:
         """Save changed entries, then ``project.qpproj`` (fields QuPath does not know are put back)."""
-        self._check_writable()
         for entry in self._entries:
             entry.save()
         try:

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from qpsam.colors import Color, pack_argb, unpack_argb, unpack_rgba
 from qpsam.errors import ImageReadError
 from qpsam.geometry import Region
 
@@ -24,7 +25,7 @@ __all__ = ["ChannelDisplay", "ChannelInfo", "ImageReader", "RegionRenderer", "op
            "render_pixels"]
 
 #: QuPath's default channel colours for fluorescence: red, green, blue, then yellow, cyan, magenta, ...
-DEFAULT_COLORS: tuple[tuple[int, int, int], ...] = (
+DEFAULT_COLORS: tuple[Color, ...] = (
     (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255),
     (255, 128, 0), (128, 0, 255), (255, 255, 255),
 )
@@ -37,7 +38,7 @@ class ChannelDisplay:
     """How a channel is drawn in the rendered RGB view: colour and the display range mapped to 0..255."""
 
     name: str
-    color: tuple[int, int, int]
+    color: Color
     minimum: float
     maximum: float
 
@@ -47,7 +48,7 @@ class ChannelInfo:
     """A channel of an image entry: its name and display colour (RGB)."""
 
     name: str
-    color: tuple[int, int, int] | None = None
+    color: Color | None = None
 
 
 class RegionRenderer:
@@ -82,7 +83,7 @@ class ImageReader(RegionRenderer):
     is_rgb: bool = field(init=False)
     downsamples: tuple[float, ...] = field(init=False)
     channel_names: tuple[str, ...] = field(init=False)
-    channel_colors: tuple[tuple[int, int, int], ...] = field(init=False)
+    channel_colors: tuple[Color, ...] = field(init=False)
     pixel_size_um: float | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -267,7 +268,7 @@ class ImageReader(RegionRenderer):
 
     def qupath_metadata(self) -> dict:
         """The ``metadata`` block QuPath stores in a server builder (``project.qpproj``, ``server.json``)."""
-        channels = [{"name": n, "color": _pack_rgb(c)} for n, c in zip(self.channel_names, self.channel_colors)]
+        channels = [{"name": n, "color": pack_argb(c[:3])} for n, c in zip(self.channel_names, self.channel_colors)]
         if self.pixel_size_um:
             calibration: dict = {"pixelWidth": {"value": self.pixel_size_um, "unit": "µm"},
                                  "pixelHeight": {"value": self.pixel_size_um, "unit": "µm"}}
@@ -309,11 +310,6 @@ _PIXEL_TYPES = {"uint8": "UINT8", "int8": "INT8", "uint16": "UINT16", "int16": "
                 "int32": "INT32", "float32": "FLOAT32", "float64": "FLOAT64"}
 
 
-def _pack_rgb(color: Sequence[int]) -> int:
-    r, g, b = color[:3]
-    return ((255 << 24) | (r << 16) | (g << 8) | b) - (1 << 32)
-
-
 def displays_from_property(value: object, names: Sequence[str]) -> tuple[list[ChannelDisplay], list[int]] | None:
     """QuPath's saved display settings (the ``qupath.lib.display.ImageDisplay`` image property, JSON) as channel
     displays and the indices of the channels shown; None when they do not fit an image with these channels."""
@@ -333,10 +329,8 @@ def displays_from_property(value: object, names: Sequence[str]) -> tuple[list[Ch
         return None
     displays, shown = [], []
     for k, (item, name) in enumerate(zip(direct, names)):
-        packed = int(item.get("color", -1)) & 0xFFFFFFFF
         lo, hi = float(item["minDisplay"]), float(item["maxDisplay"])
-        displays.append(ChannelDisplay(name, ((packed >> 16) & 255, (packed >> 8) & 255, packed & 255), lo,
-                                       hi if hi > lo else lo + 1))
+        displays.append(ChannelDisplay(name, unpack_argb(item.get("color", -1)), lo, hi if hi > lo else lo + 1))
         if item.get("selected", True):
             shown.append(k)
     return displays, (shown or list(range(len(names))))
@@ -364,13 +358,13 @@ def _resize(block: np.ndarray, rows: int, cols: int, shrink: bool) -> np.ndarray
     return out.astype(dtype, copy=False)
 
 
-def _colors(n: int) -> tuple[tuple[int, int, int], ...]:
+def _colors(n: int) -> tuple[Color, ...]:
     if n == 1:
         return ((255, 255, 255),)
     return tuple(DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(n))
 
 
-def _ome_channels(tif, n: int) -> tuple[tuple[str, ...] | None, tuple[tuple[int, int, int], ...] | None]:  # noqa: ANN001
+def _ome_channels(tif, n: int) -> tuple[tuple[str, ...] | None, tuple[Color, ...] | None]:  # noqa: ANN001
     xml = tif.ome_metadata
     if not xml:
         return None, None
@@ -388,8 +382,7 @@ def _ome_channels(tif, n: int) -> tuple[tuple[str, ...] | None, tuple[tuple[int,
         names.append(ch.get("Name") or f"Channel {i + 1}")
         value = ch.get("Color")
         if value is not None:
-            packed = int(value) & 0xFFFFFFFF  # OME stores RGBA as a signed int
-            colors.append(((packed >> 24) & 255, (packed >> 16) & 255, (packed >> 8) & 255))
+            colors.append(unpack_rgba(int(value)))  # OME stores RGBA as a signed int
         else:
             colors.append(_colors(n)[i])
     return tuple(names), tuple(colors)

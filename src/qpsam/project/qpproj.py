@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import quote, unquote, urlparse
 
+from qpsam.colors import pack_argb, unpack_argb
 from qpsam.errors import ProjectError
 from qpsam.fileio import atomic_write
 from qpsam.objects import PathClass
@@ -30,6 +31,9 @@ __all__ = [
     "new_entry_json",
     "builder_uri",
     "image_builder",
+    "new_image_builder",
+    "BIOFORMATS_BUILDER",
+    "OPENSLIDE_BUILDER",
     "set_builder_uri",
     "builder_metadata",
     "uri_to_path",
@@ -37,10 +41,15 @@ __all__ = [
     "read_classes",
     "write_classes",
     "project_file",
+    "version_tuple",
 ]
 
 PROJECT_FILE = "project.qpproj"
 DEFAULT_VERSION = "0.6.0"
+#: QuPath's server builders for an image file: Bio-Formats in general, OpenSlide for whole-slide formats.
+BIOFORMATS_BUILDER = "qupath.lib.images.servers.bioformats.BioFormatsServerBuilder"
+OPENSLIDE_BUILDER = "qupath.lib.images.servers.openslide.OpenslideServerBuilder"
+_OPENSLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn")
 
 
 def project_file(path: str | os.PathLike[str]) -> Path:
@@ -124,12 +133,12 @@ def new_entry_json(entry_id: int, name: str, builder: Mapping[str, Any], version
         "imageName": name,
         "metadata": {},
     }
-    if _version(version) >= (0, 6):
+    if version_tuple(version) >= (0, 6):
         entry["tags"] = []
     return entry
 
 
-def _version(text: str | None) -> tuple[int, ...]:
+def version_tuple(text: str | None) -> tuple[int, ...]:
     out = []
     for piece in str(text or "0").split("-")[0].split("."):
         if not piece.isdigit():
@@ -159,6 +168,14 @@ def _uri_builders(builder: Any) -> Iterator[dict[str, Any]]:
 def image_builder(builder: Any) -> dict[str, Any] | None:
     """The ``uri`` builder of the image file inside a (possibly wrapping) server builder (the first one)."""
     return next(_uri_builders(builder), None)
+
+
+def new_image_builder(path: Path, series: int, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``uri`` server builder QuPath writes for an image file (OpenSlide for whole-slide formats, else
+    Bio-Formats with its ``--series``), with the image's server ``metadata``."""
+    provider = OPENSLIDE_BUILDER if path.suffix.lower() in _OPENSLIDE_SUFFIXES else BIOFORMATS_BUILDER
+    return {"builderType": "uri", "providerClassName": provider, "uri": path_to_uri(path),
+            "args": ["--series", str(series)] if provider == BIOFORMATS_BUILDER else [], "metadata": metadata}
 
 
 def builder_uri(builder: Any) -> str | None:
@@ -225,11 +242,7 @@ def read_classes(path: Path) -> tuple[list[PathClass], dict[str, Any]]:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"].strip():
             raise ProjectError(f"{path}: pathClasses[{i}] has no name")
         color = item.get("color")
-        rgb = None
-        if isinstance(color, int):
-            packed = color & 0xFFFFFFFF
-            rgb = ((packed >> 16) & 255, (packed >> 8) & 255, packed & 255)
-        out.append(PathClass(item["name"], rgb))
+        out.append(PathClass(item["name"], unpack_argb(color) if isinstance(color, int) else None))
     return out, data
 
 
@@ -242,9 +255,7 @@ def write_classes(path: Path, classes: list[PathClass], original: Mapping[str, A
         item = dict(old.get(pc.name, {}))
         item["name"] = pc.name
         if pc.color is not None:
-            r, g, b = pc.color[:3]
-            packed = (255 << 24) | (r << 16) | (g << 8) | b
-            item["color"] = packed - (1 << 32)
+            item["color"] = pack_argb(pc.color[:3])  # classes.json holds opaque colours
         items.append(item)
     data["pathClasses"] = items
     path.parent.mkdir(parents=True, exist_ok=True)
