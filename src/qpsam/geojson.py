@@ -210,10 +210,11 @@ def from_feature(feature: Any, index: int | None = None, on_invalid: OnInvalid =
     if type_value is None:
         object_type = ObjectType.ANNOTATION
     else:
-        object_type = _TYPE_ALIASES.get(str(type_value).lower()) if isinstance(type_value, str) else None
-        if object_type is None:
+        alias = _TYPE_ALIASES.get(str(type_value).lower()) if isinstance(type_value, str) else None
+        if alias is None:
             raise GeoJSONError(f"{where}: unknown object type {type_value!r} (expected one of annotation, detection, "
                                "cell, tile, tmaCore)")
+        object_type = alias
 
     nucleus = None
     if feature.get("nucleusGeometry") is not None:

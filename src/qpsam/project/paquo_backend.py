@@ -980,11 +980,15 @@ class PaquoProject(ProjectBase[PaquoEntry]):
                 reason = (f"none of QuPath {self.qupath_text}'s image servers here opens it (with the harness only "
                           "the ImageJ server: TIFFs that ImageJ reads)")
             raise ProjectError(f"{path}: QuPath cannot add the image ({reason})") from None
+        # paquo answers a file of several series with all of them, each an entry of the project now
+        added = entry if isinstance(entry, list) else [entry]
+        if not 0 <= series < len(added):
+            raise ProjectError(f"{path}: series {series} asked for, but QuPath found {len(added)} series in the file")
+        wrapped = [PaquoEntry(self, e) for e in added]
+        self._entries.extend(wrapped)
         if name:
-            entry.image_name = name
-        wrapped = PaquoEntry(self, entry)
-        self._entries.append(wrapped)
-        return wrapped
+            added[series].image_name = name
+        return wrapped[series]
 
     def _add_described_image(self, path: Path, name: str | None, image_type: str | None,
                              series: int) -> PaquoEntry:

@@ -13,7 +13,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -54,6 +54,14 @@ class ChannelInfo:
 class RegionRenderer:
     """RGB views of regions for readers that have ``read_region``, ``default_display`` and channel metadata."""
 
+    is_rgb: bool
+
+    def read_region(self, region: Region, channels: Sequence[int] | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def default_display(self) -> list[ChannelDisplay]:
+        raise NotImplementedError
+
     def render_rgb(self, region: Region, display: Sequence[ChannelDisplay] | None = None,
                    channels: Sequence[int] | None = None) -> np.ndarray:
         """An 8-bit RGB view of ``region``: each shown channel scaled by its display range and tinted by its colour."""
@@ -89,7 +97,7 @@ class ImageReader(RegionRenderer):
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         self._lock = threading.Lock()
-        self._tif = None
+        self._tif: Any = None
         self._levels: list[tuple[object, str]] | None = None
         self._plain: np.ndarray | None = None
         if not self.path.is_file():
@@ -151,7 +159,7 @@ class ImageReader(RegionRenderer):
         self.channel_colors = colors or (DEFAULT_COLORS[:3] if self.is_rgb else _colors(self.size_c))
         self.pixel_size_um = _pixel_size(tif)
 
-    def _tiff(self):  # noqa: ANN202
+    def _tiff(self) -> Any:
         if self._tif is None:
             import tifffile
 
