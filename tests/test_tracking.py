@@ -9,8 +9,7 @@ from shapely.geometry import MultiPoint, box
 from qpsam.errors import JobError
 from qpsam.groovy import script_for
 from qpsam.jobs import ArraySource, EngineSpec
-from qpsam.jobs.scripts import sequence_specs
-from qpsam.jobs.tracking import plan_track, track_image
+from qpsam.jobs.tracking import plan_track, sequence_specs, track_image
 from qpsam.objects import ImagePlane, PathClass, PathObject
 
 CELL = PathClass("Cell", (0, 200, 0))

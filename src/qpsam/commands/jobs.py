@@ -10,7 +10,8 @@ import click
 OUTPUTS = ["single", "multi-all", "multi-largest", "multi-smallest", "multi-best"]
 
 
-def _engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that choose the model and where it runs (every job command has them; see :func:`engine_spec`)."""
     options = [
         click.option("--model", "model", default=None,
                      help="Model type: vit_h, vit_l, vit_b, vit_t, sam2_t, sam2_s, sam2_bp, sam2_l, sam3 "
@@ -54,11 +55,16 @@ def _batch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _common(kwargs: dict[str, Any], default_model: str = "vit_t") -> dict[str, Any]:
+def engine_spec(kwargs: dict[str, Any], default_model: str = "vit_t") -> Any:
+    """The :class:`~qpsam.jobs.executors.EngineSpec` of :func:`engine_options`, taken out of a command's options."""
     from qpsam.jobs.executors import EngineSpec
 
-    engine = EngineSpec(kwargs.pop("model") or default_model, kwargs.pop("weights"), kwargs.pop("device"),
-                        kwargs.pop("engine"), kwargs.pop("server"), kwargs.pop("token"), precision=kwargs.pop("precision"))
+    return EngineSpec(kwargs.pop("model") or default_model, kwargs.pop("weights"), kwargs.pop("device"),
+                      kwargs.pop("engine"), kwargs.pop("server"), kwargs.pop("token"), precision=kwargs.pop("precision"))
+
+
+def _common(kwargs: dict[str, Any], default_model: str = "vit_t") -> dict[str, Any]:
+    engine = engine_spec(kwargs, default_model)
     images = list(kwargs.pop("images")) or None
     if kwargs.pop("all_images") and images:
         raise click.UsageError("give either --image or --all, not both")
@@ -91,7 +97,7 @@ def _finish(ctx: click.Context, report: Any) -> None:
 
 @click.command("detect")
 @_batch_options
-@_engine_options
+@engine_options
 @click.option("--output", type=click.Choice(OUTPUTS), default="single", show_default=True, help="Which masks to keep per prompt.")
 @click.option("--prompts", default="all", show_default=True, help="all, or class:NAME for prompts of one class.")
 @click.option("--keep-prompts", is_flag=True, help="Keep the prompt objects (they are removed by default).")
@@ -140,7 +146,7 @@ def _parse_region(text: str) -> Any:
 
 @click.command("automask")
 @_batch_options
-@_engine_options
+@engine_options
 @click.option("--region", default="full", show_default=True, help="full, annotation:CLASS (inside annotations of a class) or x,y,w,h.")
 @click.option("--clip/--no-clip", default=True, show_default=True,
               help="With annotation:CLASS, cut objects at the annotation's outline (else keep them whole).")
@@ -192,7 +198,7 @@ def automask_command(ctx: click.Context, **kwargs: Any) -> None:
 
 @click.command("track")
 @_batch_options
-@_engine_options
+@engine_options
 @click.option("--axis", type=click.Choice(["z", "t"]), required=True, help="Propagate through z-slices or time points.")
 @click.option("--from", "start", type=click.IntRange(min=0), required=True, help="First plane (inclusive).")
 @click.option("--to", "stop", type=click.IntRange(min=0), required=True, help="Last plane (inclusive).")
@@ -201,13 +207,13 @@ def automask_command(ctx: click.Context, **kwargs: Any) -> None:
 @click.pass_context
 def track_command(ctx: click.Context, **kwargs: Any) -> None:
     """Propagate prompts through z or t with the SAM2 (or SAM3) video predictor: one object id per track."""
-    from qpsam.jobs import track
+    from qpsam.jobs import TrackOptions, track
     from qpsam.jobs.tracking import DEFAULT_TRACK_MODEL
 
     common = _common(kwargs, DEFAULT_TRACK_MODEL)
     if kwargs["stop"] < kwargs["start"]:
         raise click.BadParameter("--to must be >= --from", param_hint="--to")
-    report = _run(track, steps=False, debug=_debug(ctx), **kwargs, **common)
+    report = _run(track, steps=False, options=TrackOptions(**kwargs), debug=_debug(ctx), **common)
     _finish(ctx, report)
 
 

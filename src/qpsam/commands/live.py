@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import click
 
-from qpsam.commands.jobs import OUTPUTS, _engine_options
+from qpsam.commands.jobs import OUTPUTS, engine_options, engine_spec
 
 
 def _gateway_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -25,13 +25,6 @@ def _gateway_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         fn = option(fn)
     return fn
-
-
-def _engine_spec(kwargs: dict[str, Any]) -> Any:
-    from qpsam.jobs.executors import EngineSpec
-
-    return EngineSpec(kwargs.pop("model") or "vit_t", kwargs.pop("weights"), kwargs.pop("device"), kwargs.pop("engine"),
-                      kwargs.pop("server"), kwargs.pop("token"), precision=kwargs.pop("precision"))
 
 
 class _Bar:
@@ -75,7 +68,7 @@ def live() -> None:
 
 @live.command("detect")
 @_gateway_options
-@_engine_options
+@engine_options
 @click.option("--selected/--all-annotations", default=True, show_default=True,
               help="Prompts: the selected objects, or every annotation of the image.")
 @click.option("--output", type=click.Choice(OUTPUTS), default="single", show_default=True, help="Which masks to keep per prompt.")
@@ -90,7 +83,7 @@ def detect_command(**kwargs: Any) -> None:
     from qpsam.jobs.detect import DetectOptions
     from qpsam.live import live_detect
 
-    engine = _engine_spec(kwargs)
+    engine = engine_spec(kwargs)
     connection, where = _split(kwargs)
     options = DetectOptions(**kwargs)
     with _connect(connection) as gateway:
@@ -100,7 +93,7 @@ def detect_command(**kwargs: Any) -> None:
 
 @live.command("automask")
 @_gateway_options
-@_engine_options
+@engine_options
 @click.option("--selected", is_flag=True, help="Only inside the selected area annotations (default: the whole image).")
 @click.option("--points-per-side", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--pred-iou-thresh", default=0.88, show_default=True, type=click.FloatRange(0, 1))
@@ -117,7 +110,7 @@ def automask_command(**kwargs: Any) -> None:
     from qpsam.jobs.automask import AutomaskOptions
     from qpsam.live import live_automask
 
-    engine = _engine_spec(kwargs)
+    engine = engine_spec(kwargs)
     connection, where = _split(kwargs)
     params = AutomaskParams(**{k: kwargs.pop(k) for k in ("points_per_side", "pred_iou_thresh", "stability_score_thresh")})
     options = AutomaskOptions(params=params, **kwargs)

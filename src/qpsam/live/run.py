@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from qpsam.engines.base import Engine
+from qpsam.errors import LiveError
 from qpsam.jobs.automask import AutomaskOptions, automask_region
-from qpsam.jobs.detect import DetectOptions, detect_image
-from qpsam.jobs.detect import _select as select_prompts
+from qpsam.jobs.detect import DetectOptions, detect_image, select_prompts
 from qpsam.jobs.executors import EngineSpec, engine_for
-from qpsam.live.gateway import LiveError, LiveGateway
+from qpsam.live.gateway import LiveGateway
 from qpsam.live.pixels import TILE, image_source
 from qpsam.objects import ObjectType, PathObject
 

@@ -357,6 +357,13 @@ class NativeEntry:
             return True
         return data._properties_read is not None and data.properties != data._properties_read
 
+    def commit(self, run_key: str, records: Sequence[Any], added: Sequence[PathObject] = (),
+               removed: Sequence[Any] = ()) -> None:
+        """One job's change on this image: journal, edit, verified save, history (:mod:`qpsam.project.commit`)."""
+        from .commit import commit
+
+        commit(self, self._project.path, run_key, records, added, removed)
+
     def save(self) -> None:
         """Write this entry's hierarchy (``data.qpdata``, backup, ``summary.json``) if it changed."""
         self._project._check_writable()

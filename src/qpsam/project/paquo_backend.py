@@ -635,6 +635,13 @@ class PaquoEntry:
             return True
         return self._image_type is not None
 
+    def commit(self, run_key: str, records: Sequence[Any], added: Sequence[PathObject] = (),
+               removed: Sequence[Any] = ()) -> None:
+        """One job's change on this image: journal, edit, verified save, history (:mod:`qpsam.project.commit`)."""
+        from .commit import commit
+
+        commit(self, self._project.path, run_key, records, added, removed)
+
     def save(self) -> None:
         """Write the entry's ``data.qpdata`` if it changed: through QuPath where it can save this entry, else
         with qpsam's native writer; QuPath's reader then checks the file. A failure leaves the old file."""
