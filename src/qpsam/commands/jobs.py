@@ -30,6 +30,24 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def tiling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The tiling and output options of automask (the project and the live command have them)."""
+    options = [
+        click.option("--tile-size", default=1024, show_default=True, type=click.IntRange(min=64),
+                     help="Tile side in pixels at --downsample."),
+        click.option("--overlap", default=128, show_default=True, type=click.IntRange(min=0),
+                     help="Tile overlap; larger than the objects."),
+        click.option("--downsample", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True)),
+        click.option("--object", "object_type", type=click.Choice(["annotation", "detection"]), default="detection",
+                     show_default=True),
+        click.option("--class", "path_class", default=None, help="Class of the results."),
+        click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(min=0)),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def _batch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.argument("project", type=click.Path(exists=True, path_type=Path)),
@@ -167,12 +185,7 @@ def _parse_region(text: str) -> Any:
 @click.option("--min-mask-region-area", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--output", type=click.Choice(OUTPUTS), default="multi-best", show_default=True)
 @click.option("--include-image-edge", is_flag=True, help="Keep masks that span the whole tile.")
-@click.option("--tile-size", default=1024, show_default=True, type=click.IntRange(min=64), help="Tile side in pixels at --downsample.")
-@click.option("--overlap", default=128, show_default=True, type=click.IntRange(min=0), help="Tile overlap; larger than the objects.")
-@click.option("--downsample", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--object", "object_type", type=click.Choice(["annotation", "detection"]), default="detection", show_default=True)
-@click.option("--class", "path_class", default=None, help="Class of the results.")
-@click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(min=0))
+@tiling_options
 @click.option("--simplify", default=None, type=click.FloatRange(min=0))
 @_CHANNELS
 @click.pass_context

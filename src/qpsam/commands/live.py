@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import click
 
-from qpsam.commands.jobs import OUTPUTS, engine_options, engine_spec
+from qpsam.commands.jobs import OUTPUTS, engine_options, engine_spec, tiling_options
 
 
 def _gateway_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -98,12 +98,7 @@ def detect_command(**kwargs: Any) -> None:
 @click.option("--points-per-side", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--pred-iou-thresh", default=0.88, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--stability-score-thresh", default=0.95, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--tile-size", default=1024, show_default=True, type=click.IntRange(min=64), help="Tile side in pixels at --downsample.")
-@click.option("--overlap", default=128, show_default=True, type=click.IntRange(min=0), help="Tile overlap; larger than the objects.")
-@click.option("--downsample", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--object", "object_type", type=click.Choice(["annotation", "detection"]), default="detection", show_default=True)
-@click.option("--class", "path_class", default=None, help="Class of the results.")
-@click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(min=0))
+@tiling_options
 def automask_command(**kwargs: Any) -> None:
     """Segment everything in QuPath's current image (or inside its selected annotations), into the viewer."""
     from qpsam.engines.base import AutomaskParams
