@@ -16,7 +16,7 @@ from qpsam.objects import PathObject
 
 def _targets(store: dict, names: list[str]) -> list[Target]:
     def make(name: str) -> Target:
-        def commit(change: Change, key: str, params: dict) -> None:
+        def commit(change: Change, key: str, scripts: list[str]) -> None:
             store.setdefault(name, []).extend(change.added)
             store.setdefault("done", set()).add((name, key))
 

@@ -241,10 +241,10 @@ def test_a_non_utf8_history_line_is_skipped(tmp_path: Path) -> None:
     folder = tmp_path / "proj"
     with open_project(folder, "x", backend="native"):
         pass
-    history.record_run(folder, "key-a", "1")
+    history.append(folder, history.make_record("qpsam", "1", run_key="key-a"))
     with history.history_path(folder).open("ab") as fh:
         fh.write(b'{"format":1,"kind":"\xff\xfe broken"}\n')
-    history.record_run(folder, "key-b", "2")
+    history.append(folder, history.make_record("qpsam", "2", run_key="key-b"))
     with pytest.warns(UserWarning, match="skipped unreadable lines 2"):
         records = history.read(folder)
     assert [(r.run_key, r.image_id) for r in records] == [("key-a", "1"), ("key-b", "2")]

@@ -17,10 +17,16 @@ from qpsam._version import __version__
 from qpsam.cli import main
 from qpsam.errors import ProjectError
 from qpsam.geometry import Region
-from qpsam.groovy import AutomaskSpec, DetectionSpec, SequenceSpec, VideoPrompt, script_for
+from qpsam.groovy import AutomaskSpec, DetectionSpec, SequenceSpec, VideoPrompt, describe, job_kind, script_for
 from qpsam.objects import PathObject
 from qpsam.project import open_project
 from qpsam.sam import AutomaskParams, OutputType, Prompt
+
+
+def record(project: Path, spec, image_id, **kwargs) -> history.HistoryRecord:
+    """What a job appends for one run of ``spec``: its description and its script."""
+    made = history.make_record(job_kind(spec), image_id, params=describe(spec), script=script_for(spec), **kwargs)
+    return history.append(project, made)
 
 
 @pytest.fixture()
@@ -49,8 +55,8 @@ def track_spec() -> SequenceSpec:
 def test_record_appends_one_line_per_run(project: Path) -> None:
     when = datetime(2025, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
     spec = detect_spec()
-    first = history.record(project, spec, "1", image_name="slide A.tif", time=when)
-    history.record(project / "project.qpproj", automask_spec(), 2)
+    first = record(project, spec, "1", image_name="slide A.tif", time=when)
+    record(project / "project.qpproj", automask_spec(), 2)
     path = project / "qpsam" / "history.jsonl"
     lines = path.read_text(encoding="ascii").splitlines()
     assert len(lines) == 2
@@ -74,7 +80,7 @@ def test_concurrent_records_never_interleave(project: Path) -> None:
 
     def work(n: int) -> None:
         for _ in range(5):
-            history.record(project, spec, f"img{n}")
+            record(project, spec, f"img{n}")
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
     for t in threads:
@@ -87,11 +93,11 @@ def test_concurrent_records_never_interleave(project: Path) -> None:
 
 
 def test_a_torn_record_is_kept_and_skipped(project: Path) -> None:
-    history.record(project, detect_spec(), "1")
+    record(project, detect_spec(), "1")
     path = history.history_path(project)
     with path.open("ab") as handle:  # a crash in the middle of an append
         handle.write(b'{"format":1,"kind":"det')
-    history.record(project, automask_spec(), "1")
+    record(project, automask_spec(), "1")
     text = path.read_text(encoding="ascii")
     assert '{"format":1,"kind":"det\n' in text  # nothing lost, the next record on its own line
     with pytest.warns(UserWarning, match="skipped unreadable lines 2"):
@@ -103,10 +109,10 @@ def test_a_torn_record_is_kept_and_skipped(project: Path) -> None:
 
 
 def test_history_script_runs_every_step_in_its_own_scope(project: Path, reader) -> None:
-    history.record(project, detect_spec(10), "7", image_name="a.tif")
-    history.record(project, detect_spec(50), "8", image_name="b.tif")
-    history.record(project, automask_spec(), "7", image_name="a.tif")
-    history.record(project, track_spec(), "7", image_name="a.tif")
+    record(project, detect_spec(10), "7", image_name="a.tif")
+    record(project, detect_spec(50), "8", image_name="b.tif")
+    record(project, automask_spec(), "7", image_name="a.tif")
+    record(project, track_spec(), "7", image_name="a.tif")
     script = history.history_script(project, "a.tif")
     assert script == history.history_script(project, "7")
     assert "image a.tif (id 7)" in script
@@ -126,13 +132,13 @@ def test_history_script_runs_every_step_in_its_own_scope(project: Path, reader) 
 @pytest.mark.groovy
 def test_history_script_parses_with_groovy_4(project: Path, groovy) -> None:
     for spec in (detect_spec(), automask_spec(), track_spec(), detect_spec(30)):
-        history.record(project, spec, "1")
+        record(project, spec, "1")
     parse_ok(groovy, history.history_script(project))
 
 
 def test_history_needs_an_image_when_several_have_runs(project: Path) -> None:
-    history.record(project, detect_spec(), "1", image_name="a.tif")
-    history.record(project, detect_spec(), "2")
+    record(project, detect_spec(), "1", image_name="a.tif")
+    record(project, detect_spec(), "2")
     with pytest.raises(ProjectError, match=r"2 images; choose one of: 1 \(a.tif\), 2"):
         history.history_script(project)
     with pytest.raises(ProjectError, match="no runs recorded for image 'c.tif'"):
@@ -143,14 +149,14 @@ def test_history_errors_name_the_project(tmp_path: Path, project: Path) -> None:
     with pytest.raises(ProjectError, match="no runs recorded in .*history.jsonl"):
         history.history_script(project)
     with pytest.raises(ProjectError, match="no project folder"):
-        history.record(tmp_path / "missing", detect_spec(), "1")
+        record(tmp_path / "missing", detect_spec(), "1")
     with pytest.raises(ProjectError, match="no project file"):
         history.history_path(tmp_path / "missing.qpproj")
 
 
 def test_cli_history(project: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    history.record(project, detect_spec(), "1", image_name="a.tif")
-    history.record(project, automask_spec(), "2", image_name="b.tif")
+    record(project, detect_spec(), "1", image_name="a.tif")
+    record(project, automask_spec(), "2", image_name="b.tif")
     assert main(["history", str(project), "--list"]) == 0
     assert capsys.readouterr().out.splitlines() == ["1\ta.tif\t1 runs", "2\tb.tif\t1 runs"]
     assert main(["history", str(project / "project.qpproj"), "--image", "b.tif"]) == 0

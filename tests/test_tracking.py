@@ -9,8 +9,7 @@ from shapely.geometry import MultiPoint, box
 from qpsam.errors import JobError
 from qpsam.groovy import script_for
 from qpsam.jobs import ArraySource, EngineSpec
-from qpsam.jobs.scripts import sequence_specs
-from qpsam.jobs.tracking import plan_track, track_image
+from qpsam.jobs.tracking import plan_track, sequence_specs, track_image
 from qpsam.objects import ImagePlane, PathClass, PathObject
 
 CELL = PathClass("Cell", (0, 200, 0))
@@ -54,3 +53,45 @@ def test_sequence_replay_script_carries_the_tracks() -> None:
     assert spec.prompts[0].frame == 3 and spec.prompts[0].prompt.box == (100, 100, 140, 130)
     assert spec.class_name(0) == "Cell"
     assert "SAMSequenceTask" in script_for(spec)
+
+
+class _Propagator:
+    """A stand-in video predictor: every track is the same square on every frame."""
+
+    model_type = "sam2_t"
+
+    def propagate(self, frames, prompts, reverse=True, progress=None):
+        from qpsam.engines.base import Mask
+
+        keys = {p.key for frame in prompts.values() for p in frame}
+        square = np.zeros(frames[0].shape[:2], bool)
+        square[10:30, 10:30] = True
+        return {i: {k: Mask(square, 0.7) for k in keys} for i in range(len(frames))}
+
+
+def test_track_on_a_project_commits_tracks_with_history_previews_and_script(tmp_path) -> None:
+    import tifffile
+
+    from qpsam import history
+    from qpsam.jobs import TrackOptions, track
+    from qpsam.project import open_project
+
+    stack = (np.arange(3 * 120 * 160) % 251).astype(np.uint8).reshape(3, 120, 160)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    with open_project(tmp_path / "project", "x", backend="native") as project:
+        project.add_image(tmp_path / "stack.tif").add_objects(
+            [PathObject(box(20, 20, 60, 60), name="a", path_class=CELL, plane=ImagePlane(z=1))])
+        project.save()
+
+    options = TrackOptions(axis="z", start=0, stop=2, backend="native")
+    report = track(tmp_path / "project", engine=_Propagator(), options=options, preview=tmp_path / "preview",
+                   groovy=tmp_path / "track.groovy")
+    assert report.ok and [i.added for i in report.images] == [3]
+    assert report.params["from"] == 0 and report.params["to"] == 2 and report.params["model"] == "sam2_t"
+    with open_project(tmp_path / "project", "r", backend="native") as project:
+        found = project.images[0].objects
+    assert sorted(o.plane.z for o in found) == [0, 1, 2] and {o.name for o in found} == {"a"}  # the prompt is gone
+    (record,) = history.read(tmp_path / "project")
+    assert record.kind == "track" and record.groovy == (tmp_path / "track.groovy").read_text()
+    assert sorted(p.name for p in (tmp_path / "preview").iterdir()) == [
+        "stack.tif-z0-0.png", "stack.tif-z1-0.png", "stack.tif-z2-0.png"]

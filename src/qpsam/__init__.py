@@ -15,8 +15,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from qpsam.engines import load_engine
     from qpsam.engines.remote import SamapiClient
     from qpsam.geometry import Region
-    from qpsam.jobs import AutomaskOptions, DetectOptions
-    from qpsam.jobs.run import automask, detect, track
+    from qpsam.jobs import AutomaskOptions, DetectOptions, EngineSpec, TrackOptions, automask, detect, track
     from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathClass, PathObject
     from qpsam.project import open_project
     from qpsam.sam import AutomaskParams, OutputType, Prompt
@@ -40,6 +39,8 @@ _LAZY: dict[str, str] = {
     "track": "qpsam.jobs",
     "DetectOptions": "qpsam.jobs",
     "AutomaskOptions": "qpsam.jobs",
+    "TrackOptions": "qpsam.jobs",
+    "EngineSpec": "qpsam.jobs",
 }
 
 __all__ = [
@@ -62,6 +63,8 @@ __all__ = [
     "track",
     "DetectOptions",
     "AutomaskOptions",
+    "TrackOptions",
+    "EngineSpec",
 ]
 
 

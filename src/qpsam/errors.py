@@ -59,6 +59,10 @@ class JobError(QpsamError):
     """A job (detect, automask, track) that failed for an image."""
 
 
+class LiveError(QpsamError):
+    """A running QuPath that cannot be reached, refuses the token, went away, or has no image or selection."""
+
+
 class FileWriteError(ProjectError, OSError):
     """A file that could not be written safely (full disk, read-only folder); the previous version is unchanged."""
 

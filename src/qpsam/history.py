@@ -19,17 +19,13 @@ from typing import Iterable, Sequence
 
 from ._version import __version__
 from .errors import ProjectError
-from .groovy import Spec, describe, job_kind, script_for
 
 __all__ = [
     "HISTORY_DIR",
     "HISTORY_FILE",
     "HistoryRecord",
     "history_path",
-    "record",
-    "record_run",
     "make_record",
-    "make_run_record",
     "append",
     "read",
     "images",
@@ -134,56 +130,37 @@ def _append_line(path: Path, line: str) -> None:
         os.close(fd)  # closing releases the lock
 
 
-def record(
-    project: str | Path,
-    spec: Spec,
-    image_id: str | int,
-    *,
-    image_name: str | None = None,
-    time: datetime | None = None,
-    run_key: str | None = None,
-) -> HistoryRecord:
-    """Append a run of ``spec`` on image ``image_id`` to the project's history and return the record."""
-    return append(project, make_record(spec, image_id, image_name=image_name, time=time, run_key=run_key))
-
-
 def _now(time: datetime | None = None) -> str:
     when = (time or datetime.now(timezone.utc)).astimezone(timezone.utc)
     return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def make_record(
-    spec: Spec,
+    kind: str,
     image_id: str | int,
     *,
+    params: dict | None = None,
+    script: str | None = None,
     image_name: str | None = None,
     time: datetime | None = None,
     run_key: str | None = None,
 ) -> HistoryRecord:
-    """The record of a run of ``spec`` on image ``image_id``, not yet appended (see :func:`append`)."""
+    """The record of a run on image ``image_id``, not yet appended (see :func:`append`).
+
+    ``params`` describes the run (:func:`qpsam.groovy.describe` of its spec) and ``script`` replays it; a run with
+    nothing to replay (no prompts on the image, say) has neither, and is recorded so that ``--resume`` knows it is
+    done (``kind`` is then ``qpsam``).
+    """
     return HistoryRecord(
-        kind=job_kind(spec),
+        kind=kind,
         image_id=str(image_id),
         image_name=image_name,
         time=_now(time),
         qpsam_version=__version__,
-        params=describe(spec),
-        groovy=script_for(spec),
+        params=dict(params or {}),
+        groovy=script,
         run_key=run_key,
     )
-
-
-def record_run(project: str | Path, run_key: str, image_id: str | int, *, kind: str = "qpsam",
-               image_name: str | None = None) -> HistoryRecord:
-    """Append a run that has nothing to replay (e.g. no prompts on the image), so ``--resume`` knows it is done."""
-    return append(project, make_run_record(run_key, image_id, kind=kind, image_name=image_name))
-
-
-def make_run_record(run_key: str, image_id: str | int, *, kind: str = "qpsam",
-                    image_name: str | None = None) -> HistoryRecord:
-    """The record of a run with nothing to replay, not yet appended."""
-    return HistoryRecord(kind=kind, image_id=str(image_id), image_name=image_name, time=_now(),
-                         qpsam_version=__version__, run_key=run_key)
 
 
 def append(project: str | Path, entry: HistoryRecord) -> HistoryRecord:

@@ -12,7 +12,8 @@ from qpsam.sam import DEFAULT_MODEL, DEFAULT_TRACK_MODEL, MODEL_TYPES, OutputTyp
 OUTPUTS = [o.value for o in OutputType]
 
 
-def _engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that choose the model and where it runs (every job command has them; see :func:`engine_spec`)."""
     options = [
         click.option("--model", "model", default=None,
                      help=f"Model type: {', '.join(MODEL_TYPES)} "
@@ -25,6 +26,24 @@ def _engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--device", default="auto", show_default=True, help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
                      show_default=True, help="Model arithmetic: auto is bf16 (or fp16) on CUDA and fp32 elsewhere."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def tiling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The tiling and output options of automask (the project and the live command have them)."""
+    options = [
+        click.option("--tile-size", default=1024, show_default=True, type=click.IntRange(min=64),
+                     help="Tile side in pixels at --downsample."),
+        click.option("--overlap", default=128, show_default=True, type=click.IntRange(min=0),
+                     help="Tile overlap; larger than the objects."),
+        click.option("--downsample", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True)),
+        click.option("--object", "object_type", type=click.Choice(["annotation", "detection"]), default="detection",
+                     show_default=True),
+        click.option("--class", "path_class", default=None, help="Class of the results."),
+        click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(min=0)),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -56,11 +75,16 @@ def _batch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _common(kwargs: dict[str, Any], default_model: str = DEFAULT_MODEL) -> dict[str, Any]:
+def engine_spec(kwargs: dict[str, Any], default_model: str = DEFAULT_MODEL) -> Any:
+    """The :class:`~qpsam.jobs.executors.EngineSpec` of :func:`engine_options`, taken out of a command's options."""
     from qpsam.jobs.executors import EngineSpec
 
-    engine = EngineSpec(kwargs.pop("model") or default_model, kwargs.pop("weights"), kwargs.pop("device"),
-                        kwargs.pop("engine"), kwargs.pop("server"), kwargs.pop("token"), precision=kwargs.pop("precision"))
+    return EngineSpec(kwargs.pop("model") or default_model, kwargs.pop("weights"), kwargs.pop("device"),
+                      kwargs.pop("engine"), kwargs.pop("server"), kwargs.pop("token"), precision=kwargs.pop("precision"))
+
+
+def _common(kwargs: dict[str, Any], default_model: str = DEFAULT_MODEL) -> dict[str, Any]:
+    engine = engine_spec(kwargs, default_model)
     images = list(kwargs.pop("images")) or None
     if kwargs.pop("all_images") and images:
         raise click.UsageError("give either --image or --all, not both")
@@ -93,7 +117,7 @@ def _finish(ctx: click.Context, report: Any) -> None:
 
 @click.command("detect")
 @_batch_options
-@_engine_options
+@engine_options
 @click.option("--output", type=click.Choice(OUTPUTS), default="single", show_default=True, help="Which masks to keep per prompt.")
 @click.option("--prompts", default="all", show_default=True, help="all, or class:NAME for prompts of one class.")
 @click.option("--keep-prompts", is_flag=True, help="Keep the prompt objects (they are removed by default).")
@@ -142,7 +166,7 @@ def _parse_region(text: str) -> Any:
 
 @click.command("automask")
 @_batch_options
-@_engine_options
+@engine_options
 @click.option("--region", default="full", show_default=True, help="full, annotation:CLASS (inside annotations of a class) or x,y,w,h.")
 @click.option("--clip/--no-clip", default=True, show_default=True,
               help="With annotation:CLASS, cut objects at the annotation's outline (else keep them whole).")
@@ -163,12 +187,7 @@ def _parse_region(text: str) -> Any:
 @click.option("--min-mask-region-area", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--output", type=click.Choice(OUTPUTS), default="multi-best", show_default=True)
 @click.option("--include-image-edge", is_flag=True, help="Keep masks that span the whole tile.")
-@click.option("--tile-size", default=1024, show_default=True, type=click.IntRange(min=64), help="Tile side in pixels at --downsample.")
-@click.option("--overlap", default=128, show_default=True, type=click.IntRange(min=0), help="Tile overlap; larger than the objects.")
-@click.option("--downsample", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--object", "object_type", type=click.Choice(["annotation", "detection"]), default="detection", show_default=True)
-@click.option("--class", "path_class", default=None, help="Class of the results.")
-@click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(min=0))
+@tiling_options
 @click.option("--simplify", default=None, type=click.FloatRange(min=0))
 @_CHANNELS
 @click.pass_context
@@ -194,7 +213,7 @@ def automask_command(ctx: click.Context, **kwargs: Any) -> None:
 
 @click.command("track")
 @_batch_options
-@_engine_options
+@engine_options
 @click.option("--axis", type=click.Choice(["z", "t"]), required=True, help="Propagate through z-slices or time points.")
 @click.option("--from", "start", type=click.IntRange(min=0), required=True, help="First plane (inclusive).")
 @click.option("--to", "stop", type=click.IntRange(min=0), required=True, help="Last plane (inclusive).")
@@ -203,12 +222,12 @@ def automask_command(ctx: click.Context, **kwargs: Any) -> None:
 @click.pass_context
 def track_command(ctx: click.Context, **kwargs: Any) -> None:
     """Propagate prompts through z or t with the SAM2 (or SAM3) video predictor: one object id per track."""
-    from qpsam.jobs import track
+    from qpsam.jobs import TrackOptions, track
 
     common = _common(kwargs, DEFAULT_TRACK_MODEL)
     if kwargs["stop"] < kwargs["start"]:
         raise click.BadParameter("--to must be >= --from", param_hint="--to")
-    report = _run(track, steps=False, debug=_debug(ctx), **kwargs, **common)
+    report = _run(track, steps=False, options=TrackOptions(**kwargs), debug=_debug(ctx), **common)
     _finish(ctx, report)
 
 

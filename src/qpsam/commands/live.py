@@ -6,8 +6,7 @@ from typing import Any, Callable
 
 import click
 
-from qpsam.commands.jobs import OUTPUTS, _engine_options
-from qpsam.sam import DEFAULT_MODEL
+from qpsam.commands.jobs import OUTPUTS, engine_options, engine_spec, tiling_options
 
 
 def _gateway_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -26,13 +25,6 @@ def _gateway_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         fn = option(fn)
     return fn
-
-
-def _engine_spec(kwargs: dict[str, Any]) -> Any:
-    from qpsam.jobs.executors import EngineSpec
-
-    return EngineSpec(kwargs.pop("model") or DEFAULT_MODEL, kwargs.pop("weights"), kwargs.pop("device"), kwargs.pop("engine"),
-                      kwargs.pop("server"), kwargs.pop("token"), precision=kwargs.pop("precision"))
 
 
 class _Bar:
@@ -76,7 +68,7 @@ def live() -> None:
 
 @live.command("detect")
 @_gateway_options
-@_engine_options
+@engine_options
 @click.option("--selected/--all-annotations", default=True, show_default=True,
               help="Prompts: the selected objects, or every annotation of the image.")
 @click.option("--output", type=click.Choice(OUTPUTS), default="single", show_default=True, help="Which masks to keep per prompt.")
@@ -91,7 +83,7 @@ def detect_command(**kwargs: Any) -> None:
     from qpsam.jobs.detect import DetectOptions
     from qpsam.live import live_detect
 
-    engine = _engine_spec(kwargs)
+    engine = engine_spec(kwargs)
     connection, where = _split(kwargs)
     options = DetectOptions(**kwargs)
     with _connect(connection) as gateway:
@@ -101,24 +93,19 @@ def detect_command(**kwargs: Any) -> None:
 
 @live.command("automask")
 @_gateway_options
-@_engine_options
+@engine_options
 @click.option("--selected", is_flag=True, help="Only inside the selected area annotations (default: the whole image).")
 @click.option("--points-per-side", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--pred-iou-thresh", default=0.88, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--stability-score-thresh", default=0.95, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--tile-size", default=1024, show_default=True, type=click.IntRange(min=64), help="Tile side in pixels at --downsample.")
-@click.option("--overlap", default=128, show_default=True, type=click.IntRange(min=0), help="Tile overlap; larger than the objects.")
-@click.option("--downsample", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--object", "object_type", type=click.Choice(["annotation", "detection"]), default="detection", show_default=True)
-@click.option("--class", "path_class", default=None, help="Class of the results.")
-@click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(min=0))
+@tiling_options
 def automask_command(**kwargs: Any) -> None:
     """Segment everything in QuPath's current image (or inside its selected annotations), into the viewer."""
     from qpsam.jobs.automask import AutomaskOptions
     from qpsam.live import live_automask
     from qpsam.sam import AutomaskParams
 
-    engine = _engine_spec(kwargs)
+    engine = engine_spec(kwargs)
     connection, where = _split(kwargs)
     params = AutomaskParams(**{k: kwargs.pop(k) for k in ("points_per_side", "pred_iou_thresh", "stability_score_thresh")})
     options = AutomaskOptions(params=params, **kwargs)

@@ -8,12 +8,13 @@ a :class:`RunReport`. Each image's objects are written to the project before the
 from __future__ import annotations
 
 from qpsam.jobs.automask import AutomaskOptions
-from qpsam.jobs.batch import Change, Target, run_batch
+from qpsam.jobs.batch import Change, Target, View, run_batch
 from qpsam.jobs.detect import QUALITY, DetectOptions, detect_image
 from qpsam.jobs.executors import EngineSpec, make_executor
 from qpsam.jobs.report import ImageReport, RunReport
-from qpsam.jobs.run import automask, detect, track
+from qpsam.jobs.run import automask, detect
 from qpsam.jobs.sources import ArraySource, ImageSource
+from qpsam.jobs.tracking import TrackOptions, track
 
 __all__ = [
     "QUALITY",
@@ -26,6 +27,8 @@ __all__ = [
     "ImageSource",
     "RunReport",
     "Target",
+    "TrackOptions",
+    "View",
     "automask",
     "detect",
     "detect_image",

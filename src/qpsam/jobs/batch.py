@@ -14,12 +14,30 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from qpsam.errors import QpsamError
+from qpsam.geometry import Region
+from qpsam.groovy import Spec, script_for
 from qpsam.jobs.report import ImageReport, RunReport
+from qpsam.jobs.scripts import combine_scripts
 from qpsam.jobs.sources import ImageSource
 from qpsam.objects import PathObject, walk
 from qpsam.types import ImageProgress
 
-__all__ = ["Target", "Change", "Inputs", "image_key", "run_key", "run_batch"]
+__all__ = ["Target", "Change", "View", "Inputs", "image_key", "run_key", "run_batch"]
+
+
+@dataclass(frozen=True)
+class View:
+    """One preview picture of a change (``--preview``): a region, what the run read there and what it made.
+
+    ``label`` is added to the image's name in the file name (a track's plane, say).
+    """
+
+    region: Region
+    objects: tuple[PathObject, ...] = ()
+    foreground: tuple[PathObject, ...] = ()
+    background: tuple[PathObject, ...] = ()
+    areas: tuple[Any, ...] = ()  # shapely geometries of the areas a run was restricted to
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -29,8 +47,13 @@ class Change:
     added: tuple[PathObject, ...] = ()
     removed: tuple[Any, ...] = ()  # ids of objects to remove
     windows: int = 0
-    specs: tuple[Any, ...] = ()  # qpsam.groovy specs that replay the change in QuPath
+    specs: tuple[Spec, ...] = ()  # qpsam.groovy specs that replay the change in QuPath
     skipped: str | None = None  # why nothing ran on this image (nothing is committed or recorded then)
+    views: tuple[View, ...] = ()  # what --preview draws (no pixels are read unless it is asked for)
+
+
+#: Commits a change with its run key and the replay script of each of its specs.
+Commit = Callable[[Change, str, Sequence[str]], None]
 
 
 @dataclass
@@ -41,7 +64,7 @@ class Target:
     name: str
     objects: Callable[[], Sequence[PathObject]]
     source: Callable[[], ImageSource]
-    commit: Callable[[Change, str, dict[str, Any]], None]
+    commit: Commit
     done_before: Callable[[str], bool] = lambda run_key: False
 
 
@@ -100,15 +123,13 @@ def run_batch(
                     gone = {str(getattr(r, "id", r)) for r in change.removed}
                     after = [o for o in objects if str(o.id) not in gone] + list(walk(change.added))
                     commit_key = image_key(key, inputs(after))
-                target.commit(change, commit_key, params)
+                scripts = [script_for(spec) for spec in change.specs]  # once: for the history and --groovy
+                target.commit(change, commit_key, scripts)
                 entry.added, entry.removed, entry.windows = len(change.added), len(change.removed), change.windows
-                if change.specs:
-                    from qpsam.jobs.scripts import combined_script
-
-                    for note in {getattr(s, "weights_note", None) for s in change.specs} - {None}:
-                        if note not in report.warnings:
-                            report.warnings.append(note)
-                    entry.groovy = combined_script(change.specs)
+                for note in {spec.weights_note for spec in change.specs if spec.weights_note is not None}:
+                    if note not in report.warnings:
+                        report.warnings.append(note)
+                entry.groovy = combine_scripts(scripts)
         except Exception as exc:  # noqa: BLE001 - one image's failure must not stop the run
             if debug:
                 raise

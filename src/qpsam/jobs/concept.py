@@ -22,7 +22,7 @@ from qpsam.jobs.executors import EngineSpec, engine_for
 from qpsam.jobs.sources import ImageSource
 from qpsam.jobs.windows import Window
 from qpsam.objects import DEFAULT_PLANE, ObjectType, PathClass, PathObject, walk
-from qpsam.prompts import box_in_region
+from qpsam.prompts import PromptSet, box_in_region
 from qpsam.sam import MODELS
 from qpsam.types import Progress
 
@@ -82,13 +82,14 @@ def concept_image(engine: Any, spec: Any, source: ImageSource, objects: Sequence
     ``spec`` is what the run was given (for the Groovy script's connection).
     """
     from qpsam.groovy import DetectionSpec
-    from qpsam.jobs.scripts import _connection, _whole
+    from qpsam.jobs.scripts import connection, whole_region
 
     model = engine_for(engine) if isinstance(engine, EngineSpec) else engine
     check_concept_engine(model)
     positive, negative = exemplars(objects, options)
+    found = PromptSet(tuple(positive), tuple(negative))
     if options.text is None and not positive:
-        return ImageDetection((), (), (), 0), []
+        return ImageDetection((), (), (), 0, found), []
     plane = positive[0].plane if positive else DEFAULT_PLANE
     bounds = (0.0, 0.0, float(source.width), float(source.height))
     size = int(options.model_input)
@@ -106,9 +107,9 @@ def concept_image(engine: Any, spec: Any, source: ImageSource, objects: Sequence
         masks = [m for m in model.segment(options.text, pos_boxes, neg_boxes) if m.score >= options.confidence]
         pieces += tile_pieces(masks, tile, bounds, options.min_area, options.simplify)
         windows.append(Window(tile, tuple(pos)))
-        specs.append(DetectionSpec(region=_whole(tile), prompts=tuple(pos), background=tuple(neg), text=options.text,
+        specs.append(DetectionSpec(region=whole_region(tile), prompts=tuple(pos), background=tuple(neg), text=options.text,
                                    reset_prompts=True, confidence_threshold=options.confidence,
-                                   set_name=options.names, random_color=options.random_colors, **_connection(spec)))
+                                   set_name=options.names, random_color=options.random_colors, **connection(spec)))
         if progress:
             progress(done, len(work))
     classes = {o.path_class for o in positive}
@@ -118,4 +119,4 @@ def concept_image(engine: Any, spec: Any, source: ImageSource, objects: Sequence
                              measurements={QUALITY: p.score}, plane=plane)
                   for p in merge_pieces(pieces))
     removed = () if options.keep_prompts else tuple(o.id for o in positive)
-    return ImageDetection(added, removed, tuple(windows), len(positive)), specs
+    return ImageDetection(added, removed, tuple(windows), len(positive), found), specs

@@ -20,7 +20,7 @@ from qpsam.sam import OutputType, Prompt
 from qpsam.types import Progress
 
 __all__ = ["DetectOptions", "ImageDetection", "detect_image", "detect_window", "QUALITY", "quality_name",
-           "describe_prompts", "missing_prompts"]
+           "describe_prompts", "missing_prompts", "select_prompts"]
 
 #: The measurement holding SAM's predicted quality, spelt as the QuPath extension spells it.
 QUALITY = "SAM Quality"
@@ -86,12 +86,14 @@ class DetectOptions:
 
 @dataclass(frozen=True)
 class ImageDetection:
-    """The outcome of detection on one image: objects to add, prompt objects to remove, windows read."""
+    """The outcome of detection on one image: objects to add, prompt objects to remove, windows read, and the
+    prompt objects it found (selected once, for the results, the replay specs and the previews)."""
 
     added: tuple[PathObject, ...]
     removed: tuple[uuid.UUID, ...]
     windows: tuple[Window, ...]
     prompts_used: int
+    prompts: PromptSet = PromptSet((), ())
 
 
 def quality_name(score: float) -> str:
@@ -105,7 +107,8 @@ def _random_color(rng: random.Random) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def _select(objects: Iterable[PathObject], options: DetectOptions) -> PromptSet:
+def select_prompts(objects: Iterable[PathObject], options: DetectOptions) -> PromptSet:
+    """The prompt objects of ``objects`` (foreground of ``options.prompts``, and background) a detection uses."""
     # a flat list that holds children beside their parents gives each object once
     unique = {id(o): o for o in walk(objects)}.values()
     found = select_prompt_objects(unique, permit_lines=options.permit_lines)
@@ -125,7 +128,7 @@ def describe_prompts(objects: Sequence[PathObject], options: DetectOptions) -> l
 
     Ids are left out: prompts read again with the same shapes are the same prompts.
     """
-    found = _select(objects, options)
+    found = select_prompts(objects, options)
     return [sorted(_describe(o) for o in found.foreground), sorted(_describe(o) for o in found.background)]
 
 
@@ -177,15 +180,18 @@ def detect_image(
     options: DetectOptions = DetectOptions(),
     progress: Progress | None = None,
     executor: Executor | None = None,
+    found: PromptSet | None = None,
 ) -> ImageDetection:
     """Run prompt detection on one image whose hierarchy holds ``objects``.
 
     ``progress(done, total)`` is called after each window. With an ``executor`` (e.g. Dask), windows run there and
-    ``engine`` must be an :class:`EngineSpec`.
+    ``engine`` must be an :class:`EngineSpec`. ``found`` is :func:`select_prompts` of ``objects`` when the caller
+    has it already.
     """
-    found = _select(objects, options)
+    if found is None:
+        found = select_prompts(objects, options)
     if not found.foreground:
-        return ImageDetection((), (), (), 0)
+        return ImageDetection((), (), (), 0, found)
     windows = plan_windows(found.foreground, source.width, source.height, options.model_input,
                            downsample=options.downsample)
     jobs = []
@@ -228,4 +234,4 @@ def detect_image(
                     )
                 )
     removed = () if options.keep_prompts else tuple(o.id for o in found.foreground)
-    return ImageDetection(tuple(added), removed, tuple(windows), used)
+    return ImageDetection(tuple(added), removed, tuple(windows), used, found)

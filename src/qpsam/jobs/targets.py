@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, cast
 
 import numpy as np
 
 from qpsam.errors import JobError, ProjectError
-from qpsam.fileio import atomic_write
 from qpsam.geometry import Region
+from qpsam.groovy import describe, job_kind
+from qpsam.history import HistoryRecord, make_record
 from qpsam.jobs.batch import Change, Target
+from qpsam.project.commit import done_before
 
-__all__ = ["EntrySource", "project_targets", "select_entries"]
+if TYPE_CHECKING:
+    from qpsam.project import Backend  # the options checked it
+
+__all__ = ["EntrySource", "project_targets", "records", "select_entries"]
 
 
 @dataclass
@@ -47,7 +51,7 @@ class EntrySource:
         if self._entry is None:
             from qpsam.project import open_project
 
-            project = open_project(self.project_path, "r", backend=self.backend)
+            project = open_project(self.project_path, "r", backend=cast("Backend", self.backend))
             self._entry = project.entry(self.entry_id)
         return self._entry
 
@@ -80,52 +84,12 @@ def select_entries(project: Any, images: Sequence[str] | None) -> list[Any]:
     return out
 
 
-class _Journal:
-    """What one image's commit is about to do, written before data.qpdata is saved and removed once the history
-    records it. A run killed between the save and the history then still resumes correctly: the objects the
-    journal names are found in the saved hierarchy, so the image counts as done and its records are appended."""
-
-    def __init__(self, folder: Path, key: str, entry_id: Any) -> None:
-        from qpsam import history
-
-        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(entry_id))
-        self.path = folder / history.HISTORY_DIR / "pending" / f"{key}-{safe}.json"
-
-    def write(self, change: Change, records: list[Any]) -> None:
-        from qpsam.objects import walk
-
-        data = {
-            "added": [str(o.id) for o in walk(change.added)],
-            "removed": [str(getattr(o, "id", o)) for o in change.removed],  # ids (objects accepted too)
-            "records": [r.to_json() for r in records],
-        }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, json.dumps(data))
-
-    def recover(self, folder: Path, objects: Any) -> bool:
-        """True (and the history completed) if the journalled save reached data.qpdata; the journal is removed."""
-        from qpsam import history
-        from qpsam.objects import walk
-
-        if not self.path.is_file():
-            return False
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            records = [history.HistoryRecord.from_json(r) for r in data["records"]]
-            added, removed = set(data["added"]), set(data["removed"])
-        except (OSError, ValueError, KeyError, TypeError):
-            self.path.unlink(missing_ok=True)  # torn before the save: nothing was written
-            return False
-        present = {str(o.id) for o in walk(objects)}
-        saved = added <= present and not (removed & present)
-        if saved:
-            for r in records:
-                history.append(folder, r)
-        self.path.unlink(missing_ok=True)
-        return saved
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+def records(entry: Any, change: Change, key: str, scripts: Sequence[str]) -> list[HistoryRecord]:
+    """The history records of a change on ``entry``: one per replay spec (with its script), or one that only says
+    the run is done (so that ``--resume`` knows)."""
+    return [make_record(job_kind(spec), entry.id, params=describe(spec), script=script, image_name=entry.name,
+                        run_key=key) for spec, script in zip(change.specs, scripts, strict=True)] \
+        or [make_record("qpsam", entry.id, image_name=entry.name, run_key=key)]
 
 
 def _project_path(project: Any) -> str:
@@ -139,36 +103,18 @@ def project_targets(project: Any, images: Sequence[str] | None = None, channels:
     """Targets for the chosen entries of ``project`` (a path, opened ``r+`` for the run with ``backend``, or an
     open project); ``channels`` (:class:`qpsam.jobs.channels.ChannelChoice` values) restricts what SAM sees of
     each image; ``keep_version`` as in :func:`qpsam.project.open_project`."""
-    from qpsam import history
     from qpsam.project import open_project
 
     own = isinstance(project, (str, os.PathLike))
-    opened = open_project(project, "r+", backend=backend, keep_version=keep_version) if own else project
+    opened = open_project(project, "r+", backend=cast("Backend", backend), keep_version=keep_version) if own else project
     backend = getattr(opened, "backend", backend)
     try:
         path = str(project) if own else _project_path(opened)
         folder = Path(path) if Path(path).is_dir() else Path(path).parent
 
         def make(entry: Any) -> Target:
-            def commit(change: Change, key: str, params: dict[str, Any]) -> None:
-                records = [
-                    history.make_record(spec, entry.id, image_name=entry.name, run_key=key) for spec in change.specs
-                ] or [history.make_run_record(key, entry.id, image_name=entry.name)]
-                journal = _Journal(folder, key, entry.id)
-                journal.write(change, records)
-                if change.removed:
-                    entry.remove_objects(change.removed, keep_children=True)
-                if change.added:
-                    entry.add_objects(change.added)
-                entry.save()  # atomic, with data.qpdata.backup, read back and checked
-                for r in records:
-                    history.append(folder, r)
-                journal.remove()
-
-            def done_before(key: str) -> bool:
-                if any(r.run_key == key and r.image_id == str(entry.id) for r in history.read(folder)):
-                    return True
-                return _Journal(folder, key, entry.id).recover(folder, entry.objects)
+            def commit(change: Change, key: str, scripts: Sequence[str]) -> None:
+                entry.commit(key, records(entry, change, key, scripts), change.added, change.removed)
 
             return Target(
                 key=str(entry.id),
@@ -177,7 +123,7 @@ def project_targets(project: Any, images: Sequence[str] | None = None, channels:
                 source=lambda: EntrySource(path, entry.id, entry.name, entry.width, entry.height, entry,
                                            tuple(channels) if channels else None, backend=backend),
                 commit=commit,
-                done_before=done_before,
+                done_before=lambda key: done_before(entry, folder, key),
             )
 
         yield [make(e) for e in select_entries(opened, images)]

@@ -13,21 +13,49 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from qpsam.engines.base import Prompt
 from qpsam.errors import JobError
 from qpsam.geometry import Region, mask_to_geometry
-from qpsam.jobs.batch import Change, Target, run_batch
+from qpsam.groovy import SequenceSpec, VideoPrompt
+from qpsam.jobs.batch import Change, Target, View
 from qpsam.jobs.detect import QUALITY, DetectOptions, describe_prompts
 from qpsam.jobs.executors import EngineSpec, engine_for
 from qpsam.jobs.report import RunReport
+from qpsam.jobs.runner import run_job, spec_params
+from qpsam.jobs.scripts import connection, whole_region
 from qpsam.objects import ImagePlane, ObjectType, PathObject, walk
-from qpsam.prompts import PromptSet, prompts_from_objects, select_prompt_objects
+from qpsam.prompts import PromptSet, prompts_from_objects, select_prompt_objects, vertices
 from qpsam.sam import DEFAULT_TRACK_MODEL, SAM2_TYPES, check_model_type
 from qpsam.types import ImageProgress
 
-__all__ = ["TrackPlan", "check_tracking", "plan_track", "track_image", "track"]
+__all__ = ["TrackOptions", "TrackPlan", "check_tracking", "plan_track", "sequence_specs", "track", "track_image",
+           "track_target"]
 
 # Smallest first, as users pick from the list.
 _SAM2_CHOICES = ", ".join(reversed(SAM2_TYPES))
+
+
+@dataclass(frozen=True)
+class TrackOptions:
+    """What a tracking run propagates (``axis`` z or t, planes ``start..stop`` inclusive) and what it makes."""
+
+    axis: str = "z"
+    start: int = 0
+    stop: int = 0
+    object_type: ObjectType = ObjectType.ANNOTATION
+    keep_prompts: bool = False
+    backend: str = "auto"  # how the project is opened: native, paquo (QuPath) or auto
+    keep_version: bool | None = None  # paquo: keep a project's QuPath version (see open_project)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "object_type", ObjectType(self.object_type))
+        if self.backend not in ("auto", "native", "paquo"):
+            raise JobError(f"backend must be 'auto', 'native' or 'paquo', got {self.backend!r}")
+
+    def as_dict(self) -> dict[str, object]:
+        """The options as plain values (for reports, history and --resume keys)."""
+        return {"axis": self.axis, "from": self.start, "to": self.stop, "object_type": self.object_type.value,
+                "keep_prompts": self.keep_prompts}
 
 
 @dataclass(frozen=True)
@@ -105,7 +133,7 @@ def track_image(engine: Any, source: Any, objects: Sequence[PathObject], axis: s
         frame_prompts[i] = [p.__class__(box=p.box, points=p.points, labels=p.labels,
                                         key=plan.tracks[track_key(_by_id(objs, p.key))]) for p in prompts]
     masks = engine.propagate(frames, frame_prompts, reverse=True, progress=progress)
-    first = {}
+    first: dict[int, PathObject] = {}
     for i in sorted(plan.prompts):
         for obj in plan.prompts[i]:
             first.setdefault(plan.tracks[track_key(obj)], obj)
@@ -152,42 +180,59 @@ def _check_planes(target: Target, axis: str, stop: int) -> None:
         raise JobError(f"image {target.name!r} has {n} {what} ({axis} = 0..{n - 1}); --to {stop} is outside it")
 
 
+def sequence_specs(engine: Any, plan: TrackPlan, axis: str) -> list[SequenceSpec]:
+    """The replay spec of a tracking run (SAM2 video over z or t) from its :class:`TrackPlan`."""
+
+    prompts = []
+    classes: dict[int, str] = {}
+    for frame, objects in sorted(plan.prompts.items()):
+        value = getattr(plan.planes[frame], axis)
+        for obj in objects:
+            track = plan.tracks[track_key(obj)]
+            if obj.class_name:
+                classes.setdefault(track, obj.class_name)
+            if obj.roi_kind == "rectangle":
+                prompt = Prompt(box=obj.geometry.bounds)
+            else:
+                points = vertices(obj.geometry)
+                prompt = Prompt(points=tuple(points), labels=(1,) * len(points))
+            prompts.append(VideoPrompt(obj_id=track, frame=value, prompt=prompt))
+    values = [getattr(p, axis) for p in plan.planes]
+    return [SequenceSpec(region=whole_region(plan.region), axis=axis, start=min(values), end=max(values),
+                         prompts=tuple(prompts), classes=classes, set_name=False, random_color=False,
+                         **connection(engine))]
+
+
+def track_target(model: Any, engine: Any, target: Target, options: TrackOptions) -> Change:
+    """Propagate the prompts of one image (see :func:`track_image`): what it changes, with its replay spec and one
+    view per plane. ``model`` does the work; ``engine`` is what the run was given (for the replay's connection)."""
+    axis = options.axis
+    plan, added, removed = track_image(model, target.source(), target.objects(), axis, options.start, options.stop,
+                                       options.object_type, options.keep_prompts)
+    views = tuple(View(Region(plan.region.x, plan.region.y, plan.region.width, plan.region.height,
+                              plan.region.downsample, plane),
+                       tuple(o for o in added if o.plane == plane), label=f"-{axis}{getattr(plane, axis)}")
+                  for plane in plan.planes)
+    return Change(added, removed, 1, tuple(sequence_specs(engine, plan, axis)), views=views)
+
+
 def track(project: Any, images: Sequence[str] | None = None, *, engine: Any = EngineSpec(DEFAULT_TRACK_MODEL),
-          axis: str = "z",
-          start: int = 0, stop: int = 0, object_type: str | ObjectType = ObjectType.ANNOTATION,
-          keep_prompts: bool = False, executor: Any = "local", resume: bool = False,
+          options: TrackOptions = TrackOptions(), executor: Any = "local", resume: bool = False,
           groovy: str | os.PathLike[str] | None = None, report: str | os.PathLike[str] | None = None,
           preview: str | os.PathLike[str] | None = None, progress: ImageProgress | None = None,
-          debug: bool = False, backend: str = "auto", keep_version: bool | None = None) -> RunReport:
-    """Propagate prompts through z or t on project images; tracks run in this process (video state is local).
-    ``backend`` and ``keep_version`` say how the project is opened (see :func:`qpsam.project.open_project`)."""
-    from qpsam.jobs.run import _finish, _previews, _spec_params
-    from qpsam.jobs.scripts import sequence_specs
-    from qpsam.jobs.targets import project_targets
-
+          debug: bool = False) -> RunReport:
+    """Propagate prompts through z or t on project images; tracks run in this process (video state is local)."""
     if executor not in (None, "local"):
         raise JobError("tracking runs in one process: the video predictor keeps its state in memory")
-    check_tracking(engine, axis, start, stop)
-    object_type = ObjectType(object_type)
-    params = {**_spec_params(engine), "axis": axis, "from": start, "to": stop, "object_type": object_type.value,
-              "keep_prompts": keep_prompts}
+    check_tracking(engine, options.axis, options.start, options.stop)
+    params = {**spec_params(engine), **options.as_dict()}
 
     def work(target: Target) -> Change:
-        source = target.source()
-        model = engine_for(engine) if isinstance(engine, EngineSpec) else engine  # loaded once, on first use
-        plan, added, removed = track_image(model, source, target.objects(), axis, start, stop, object_type, keep_prompts)
-        if preview:
-            for plane in plan.planes:
-                region = Region(plan.region.x, plan.region.y, plan.region.width, plan.region.height,
-                                plan.region.downsample, plane)
-                _previews(preview, Target(f"{target.key}-{axis}{getattr(plane, axis)}", f"{target.name}-{axis}{getattr(plane, axis)}",
-                                          target.objects, target.source, target.commit), source, [region],
-                          [o for o in added if o.plane == plane])
-        return Change(added, removed, 1, tuple(sequence_specs(engine, plan, axis)))
+        # loaded on first use (once: engine_for caches it), after every image's planes are checked
+        model = engine_for(engine) if isinstance(engine, EngineSpec) else engine
+        return track_target(model, engine, target, options)
 
-    with project_targets(project, images, backend=backend, keep_version=keep_version) as targets:
-        for target in targets:  # every image's planes are checked before the model loads
-            _check_planes(target, axis, stop)
-        out = run_batch("track", params, targets, work, resume=resume, progress=progress, debug=debug,
-                        inputs=lambda objects: describe_prompts(objects, DetectOptions()))
-    return _finish(out, report, groovy)
+    return run_job("track", params, project, images, work, backend=options.backend, keep_version=options.keep_version,
+                   check=lambda target: _check_planes(target, options.axis, options.stop),
+                   inputs=lambda objects: describe_prompts(objects, DetectOptions()), resume=resume,
+                   progress=progress, debug=debug, groovy=groovy, report=report, preview=preview)

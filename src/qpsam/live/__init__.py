@@ -12,10 +12,11 @@ file when reachable, else through the gateway); :meth:`LiveImage.add_objects` wr
 
 from __future__ import annotations
 
+from qpsam.errors import LiveError
 from qpsam.jobs.automask import AutomaskOptions
 from qpsam.jobs.detect import DetectOptions
 from qpsam.jobs.executors import EngineSpec
-from qpsam.live.gateway import DEFAULT_PORT, LiveError, LiveGateway, LiveImage, connect
+from qpsam.live.gateway import DEFAULT_PORT, LiveGateway, LiveImage, connect
 from qpsam.live.pixels import GatewaySource, image_source
 from qpsam.live.run import LiveResult, live_automask, live_detect
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from qpsam import geojson
-from qpsam.errors import QpsamError
+from qpsam.errors import LiveError
+from qpsam.live.pixels import image_source
 from qpsam.objects import PathObject
 
-__all__ = ["DEFAULT_PORT", "LiveError", "LiveGateway", "LiveImage", "connect"]
+__all__ = ["DEFAULT_PORT", "LiveGateway", "LiveImage", "connect"]
 
 #: py4j's and the QuPath extension's default port.
 DEFAULT_PORT = 25333
@@ -27,10 +28,6 @@ CHUNK = 1000
 # py4j logs every failed connection with a traceback; qpsam reports it once, as a LiveError
 logging.getLogger("py4j").addHandler(logging.NullHandler())
 _START_HINT = "is QuPath running, with the gateway started (Extensions > Py4J > Start Py4J Gateway)?"
-
-
-class LiveError(QpsamError):
-    """A running QuPath that cannot be reached, refuses the token, went away, or has no image or selection."""
 
 
 @contextlib.contextmanager
@@ -170,7 +167,6 @@ class LiveImage:
              t: int = 0, route: str = "auto") -> Any:
         """Pixels of the image (or of ``bounds`` = x0, y0, x1, y1) at ``downsample`` on plane z, t: (H, W, C)."""
         from qpsam.geometry import Region
-        from qpsam.live.pixels import image_source
         from qpsam.objects import ImagePlane
 
         x0, y0, x1, y1 = bounds or (0.0, 0.0, float(self.width), float(self.height))

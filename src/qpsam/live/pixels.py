@@ -12,20 +12,34 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from qpsam.errors import QpsamError
+from qpsam.errors import LiveError, QpsamError
 from qpsam.geometry import Region
-from qpsam.live.gateway import LiveError
 
 if TYPE_CHECKING:
     from qpsam.jobs.sources import ImageSource
-    from qpsam.live.gateway import LiveImage
 
-__all__ = ["GatewaySource", "ROUTES", "TILE", "image_source", "local_file"]
+__all__ = ["GatewaySource", "LiveImageInfo", "ROUTES", "TILE", "image_source", "local_file"]
+
+
+class LiveImageInfo(Protocol):
+    """What the pixel routes read of a live image (a :class:`qpsam.live.gateway.LiveImage`, which reads its pixels
+    through this module: a Protocol keeps the two modules out of each other's imports)."""
+
+    gateway: Any  # the LiveGateway: ``call(doing)`` and ``entry_point``
+    server: Any  # QuPath's ImageServer (a Java object)
+    name: str
+    width: int
+    height: int
+    n_channels: int
+    size_z: int
+    size_t: int
+    is_rgb: bool
+    uris: list[str]
 
 #: Largest tile (output pixels a side) read through the gateway in one call.
 TILE = 2048
@@ -36,7 +50,7 @@ ROUTES = ("auto", "file", "gateway")
 class GatewaySource:
     """An :class:`~qpsam.jobs.sources.ImageSource` over QuPath's image server, read through the gateway."""
 
-    image: "LiveImage"
+    image: LiveImageInfo
     tile: int = TILE
     name: str = field(init=False)
     width: int = field(init=False)
@@ -130,7 +144,7 @@ def _decode(data: bytes, fmt: str, rgb: bool, name: str) -> np.ndarray:
     return arr.reshape(arr.shape[0], arr.shape[1], -1)
 
 
-def local_file(image: "LiveImage") -> tuple[Any | None, str]:
+def local_file(image: LiveImageInfo) -> tuple[Any | None, str]:
     """qpsam's reader for the image's file when it is here and matches what QuPath reports; else (None, why)."""
     files = [u for u in image.uris if u.startswith("file:")]
     if len(image.uris) != 1 or len(files) != 1:
@@ -152,7 +166,7 @@ def local_file(image: "LiveImage") -> tuple[Any | None, str]:
     return reader, str(path)
 
 
-def image_source(image: "LiveImage", route: str = "auto", tile: int = TILE) -> tuple["ImageSource", str, str]:
+def image_source(image: LiveImageInfo, route: str = "auto", tile: int = TILE) -> tuple["ImageSource", str, str]:
     """The pixel source for a live image: (source, route used, why). ``route``: auto, file or gateway."""
     if route not in ROUTES:
         raise LiveError(f"route must be one of {', '.join(ROUTES)}, got {route!r}")

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from qpsam.engines.base import Engine
+from qpsam.errors import LiveError
 from qpsam.jobs.automask import AutomaskOptions, automask_region
-from qpsam.jobs.detect import DetectOptions, detect_image
-from qpsam.jobs.detect import _select as select_prompts
+from qpsam.jobs.detect import DetectOptions, detect_image, select_prompts
 from qpsam.jobs.executors import EngineSpec, engine_for
-from qpsam.live.gateway import LiveError, LiveGateway
+from qpsam.live.gateway import LiveGateway
 from qpsam.live.pixels import TILE, image_source
 from qpsam.objects import ObjectType, PathObject
 from qpsam.types import Progress
@@ -60,14 +60,15 @@ def live_detect(gateway: LiveGateway, engine: Engine | EngineSpec = EngineSpec()
     start = time.perf_counter()
     live = gateway.image(image)
     objects = live.objects(selected=selected)
-    if not select_prompts(objects, options).foreground:  # before a model is loaded
+    found = select_prompts(objects, options)
+    if not found.foreground:  # before a model is loaded
         kinds = "selected objects" if selected else "annotations"
         which = "" if options.prompts == "all" else f" of {options.prompts}"
         raise LiveError(f"image {live.name!r}: none of its {len(objects)} {kinds} is a prompt{which} (rectangle, "
                         "points or line annotations, not of an ignored class)")
     model = _engine(engine)
     source, used, why = image_source(live, route, tile)
-    result = detect_image(model, source, objects, options, progress=progress)
+    result = detect_image(model, source, objects, options, progress=progress, found=found)
     live.add_objects(result.added, replace=result.removed)
     if refresh and live.entry is None:
         gateway.refresh()

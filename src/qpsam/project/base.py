@@ -40,6 +40,7 @@ from qpsam.errors import ImageReadError, ProjectError
 from qpsam.fileio import remove_leftovers
 from qpsam.filelock import FileLock
 from qpsam.geometry import Region
+from qpsam.history import HistoryRecord
 from qpsam.objects import PathClass, PathObject, walk
 
 from . import hierarchy as hy
@@ -135,6 +136,8 @@ class Entry(Protocol):
     def add_objects(self, objects: Iterable[PathObject], parent: PathObject | uuid.UUID | None = None) -> None: ...
     def remove_objects(self, objects: Iterable[PathObject | uuid.UUID | str], keep_children: bool = False) -> int: ...
     def replace_objects(self, objects: Iterable[PathObject]) -> None: ...
+    def commit(self, run_key: str, records: Sequence[HistoryRecord], added: Sequence[PathObject] = (),
+               removed: Sequence[Any] = ()) -> None: ...
     def counts(self) -> dict[str, Any]: ...
     @property
     def is_changed(self) -> bool: ...
@@ -438,6 +441,14 @@ class EntryBase(ABC):
         the children of the one it replaces."""
         objects = list(objects)
         self._edit(lambda tree: hy.replace_objects(tree, objects))
+
+    @writes
+    def commit(self, run_key: str, records: Sequence[HistoryRecord], added: Sequence[PathObject] = (),
+               removed: Sequence[Any] = ()) -> None:
+        """One job's change on this image: journal, edit, verified save, history (:mod:`qpsam.project.commit`)."""
+        from .commit import commit
+
+        commit(self, self._project.path, run_key, records, added, removed)
 
     def _edit(self, change: Callable[[list[PathObject]], list[PathObject]]) -> None:
         try:
