@@ -286,7 +286,7 @@ class OnnxSamEngine:
         return self.decode(coords, labels, channels=slice(1, None) if multimask else slice(0, 1))
 
     def decode_points(self, points: np.ndarray, multimask: bool) -> tuple[Any, Any]:
-        """Full-size logits (N, K, H, W) and IoU (N, K) as torch tensors, for :func:`.automask.generate_masks`."""
+        """Full-size logits (N, K, H, W) and IoU (N, K) as torch tensors, for :func:`.amg.generate_masks`."""
         import torch
 
         _, frame = self._require_image()
@@ -302,7 +302,7 @@ class OnnxSamEngine:
         self, image: np.ndarray, params: AutomaskParams = AutomaskParams(), progress: Progress | None = None
     ) -> list[Mask]:
         """Segment everything in ``image`` (which becomes the current image), filtering at low resolution."""
-        from .automask import generate_masks_lowres
+        from .amg import generate_masks_lowres
 
         with self.lock:
             return generate_masks_lowres(self, image, params, progress)

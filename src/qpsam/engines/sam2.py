@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import ModelError
 from ..weights import check_model_type, resolve_weights, weights_sha256
 from ._torch import autocast, autocast_dtype, collect_torch_masks, load_into, pick_device, read_checkpoint
-from .automask import generate_masks
+from .amg import generate_masks
 from .base import AutomaskParams, Mask, OutputType, Prompt, check_prompts, prompt_batches, to_rgb8
 from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
 from .torch_sam import default_cache
