@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from qpsam.engines.base import Engine
+from qpsam.engines.base import Engine, LocalWeights, NamedModel
 from qpsam.errors import JobError
 from qpsam.jobs.automask import AutomaskOptions, automask_region, plan_tiles
 from qpsam.jobs.batch import Change, ImageProgress, Target, run_batch
@@ -42,7 +42,8 @@ def _spec_params(engine: Engine | EngineSpec) -> dict[str, Any]:
     if isinstance(engine, EngineSpec):
         precision = {} if engine.precision == "auto" else {"precision": engine.precision}  # old --resume keys hold
         return {"model": engine.model_type, "weights": engine.weights, "server": engine.server, **precision}
-    return {"model": getattr(engine, "model_type", type(engine).__name__), "weights": str(getattr(engine, "weights_path", ""))}
+    return {"model": engine.model_type if isinstance(engine, NamedModel) else type(engine).__name__,
+            "weights": str(engine.weights_path) if isinstance(engine, LocalWeights) else ""}
 
 
 def _channel_params(chosen: Sequence[Any] | None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from qpsam.engines.base import LocalWeights, NamedModel
 from qpsam.geometry import Region
 from qpsam.groovy import DEFAULT_SERVER_URL, AutomaskSpec, DetectionSpec, Spec, script_for, write_script
 from qpsam.jobs.automask import AutomaskOptions
@@ -27,11 +28,11 @@ def _connection(engine: Any) -> dict[str, Any]:
     from qpsam.weights import MODELS, weights_source
 
     server = engine.server if isinstance(engine, EngineSpec) and engine.server else DEFAULT_SERVER_URL
-    model = engine.model_type if isinstance(engine, EngineSpec) else getattr(engine, "model_type", "vit_t")
+    model = engine.model_type if isinstance(engine, (EngineSpec, NamedModel)) else "vit_t"
     if isinstance(engine, EngineSpec):
         weights = engine.weights
     else:  # an engine object: the file it loaded (the default weights when it names none)
-        weights = str(getattr(engine, "weights_path", "") or "") or None
+        weights = (str(engine.weights_path or "") or None) if isinstance(engine, LocalWeights) else None
     source = weights_source(model, weights) if model in MODELS else None
     return {"server_url": server, "model": model, "weights_url": source.url if source else None,
             "weights_note": source.note if source else None}

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from qpsam.engines.base import NamedModel, VideoEngine
 from qpsam.errors import JobError
 from qpsam.geometry import Region, mask_to_geometry
 from qpsam.jobs.batch import Change, ImageProgress, Target, run_batch
@@ -92,8 +93,8 @@ def track_image(engine: Any, source: Any, objects: Sequence[PathObject], axis: s
                 object_type: ObjectType = ObjectType.ANNOTATION, keep_prompts: bool = False,
                 progress: Any = None) -> tuple[TrackPlan, tuple[PathObject, ...], tuple[Any, ...]]:
     """Propagate the prompts of one image; returns the plan, the new objects and the ids of prompts to remove."""
-    if not hasattr(engine, "propagate"):
-        raise JobError(f"model {getattr(engine, 'model_type', engine)!r} cannot track: use a SAM2 model (sam2_t, sam2_s, sam2_bp, sam2_l)")
+    if not isinstance(engine, VideoEngine):
+        raise JobError(f"model {engine.model_type if isinstance(engine, NamedModel) else engine!r} cannot track: use a SAM2 model (sam2_t, sam2_s, sam2_bp, sam2_l)")
     plan = plan_track(objects, source.width, source.height, axis, start, stop)
     regions = [Region(plan.region.x, plan.region.y, plan.region.width, plan.region.height, plan.region.downsample, p)
                for p in plan.planes]
@@ -140,8 +141,8 @@ def check_tracking(engine: Any, axis: str, start: int, stop: int) -> None:
         if family not in _TRACKING_FAMILIES:
             raise JobError(f"model {engine.model_type!r} cannot track: use a SAM2 model (sam2_t, sam2_s, sam2_bp, "
                            f"sam2_l) or sam3")
-    elif not hasattr(engine, "propagate"):
-        raise JobError(f"model {getattr(engine, 'model_type', engine)!r} cannot track: use a SAM2 model "
+    elif not isinstance(engine, VideoEngine):
+        raise JobError(f"model {engine.model_type if isinstance(engine, NamedModel) else engine!r} cannot track: use a SAM2 model "
                        f"(sam2_t, sam2_s, sam2_bp, sam2_l)")
 
 

@@ -13,7 +13,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from .. import __version__
-from ..engines.base import SAM2_TYPES, AutomaskParams, Mask, OutputType, Prompt
+from ..engines.base import (
+    SAM2_TYPES,
+    AutomaskParams,
+    ConceptEngine,
+    ConceptVideoEngine,
+    Mask,
+    OutputType,
+    Prompt,
+    VideoEngine,
+)
 from ..errors import ModelError, PromptError, QpsamError, WeightsError
 from .echo import clip, clip_detail, validation_detail
 from .features import mask_features
@@ -404,9 +413,9 @@ def create_app(
         negatives = [_xywh_to_xyxy(b, "negative_bboxes entry") for b in body.negative_bboxes or []]
         image = decode(body.b64img)
         engine = engine_for("sam3", body.checkpoint_url)
-        segment = getattr(engine, "segment", None)
-        if segment is None:
+        if not isinstance(engine, ConceptEngine):
             raise ModelUnavailable("SAM3 is not available on this server: its engine cannot take text prompts")
+        segment = engine.segment
         key = ("sam3", body.checkpoint_url)
 
         def run() -> list[Mask]:
@@ -500,9 +509,9 @@ def create_app(
             frames = frames_of(body)
             check_frames(body, frames, prompts)
             engine = engine_for(body.type, body.checkpoint_url)
-            propagate = getattr(engine, "propagate", None)
-            if propagate is None:
+            if not isinstance(engine, VideoEngine):
                 raise ModelUnavailable(f"the {body.type} engine of this server cannot propagate through a video")
+            propagate = engine.propagate
             result = host.run(
                 lambda: propagate(
                     frames,
@@ -552,13 +561,13 @@ def create_app(
                         }
                     )
             engine = engine_for("sam3", body.checkpoint_url)
-            propagate = getattr(engine, "propagate_concept", None)
-            if propagate is None:
+            if not isinstance(engine, ConceptVideoEngine):
                 raise ModelUnavailable("SAM3 video is not available on this server")
+            propagate_concept = engine.propagate_concept
             frames = frames_of(body)
             check_frames(body, frames, prompts)
             result = host.run(
-                lambda: propagate(frames, prompts, start_frame=body.start_frame_idx, max_frames=body.max_frame_num_to_track)
+                lambda: propagate_concept(frames, prompts, start_frame=body.start_frame_idx, max_frames=body.max_frame_num_to_track)
             )
             return JSONResponse(video_features(body, "sam3", result))
         finally:
