@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["CacheKey", "Embedding", "EmbeddingCache", "image_hash", "CacheStats"]
+__all__ = ["CacheKey", "Embedding", "EmbeddingCache", "image_hash", "CacheStats", "default_cache"]
 
 
 class CacheKey(NamedTuple):
@@ -200,6 +200,19 @@ class EmbeddingCache:
                 break
             path.unlink(missing_ok=True)
             total -= size
+
+
+_DEFAULT_CACHE: EmbeddingCache | None = None
+_DEFAULT_CACHE_LOCK = threading.Lock()
+
+
+def default_cache() -> EmbeddingCache:
+    """The process-wide embedding cache engines share when given none (1 GiB in memory)."""
+    global _DEFAULT_CACHE
+    with _DEFAULT_CACHE_LOCK:
+        if _DEFAULT_CACHE is None:
+            _DEFAULT_CACHE = EmbeddingCache()
+        return _DEFAULT_CACHE
 
 
 def _to_cpu(value: Any) -> Any:
