@@ -9,6 +9,7 @@ shares one across requests).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 from collections import OrderedDict
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from ..fileio import atomic_write
 
 __all__ = ["CacheKey", "Embedding", "EmbeddingCache", "image_hash", "CacheStats", "default_cache"]
 
@@ -37,7 +40,7 @@ def image_hash(image: np.ndarray) -> str:
     arr = np.ascontiguousarray(image)
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{arr.shape}|{arr.dtype.str}|".encode())
-    digest.update(memoryview(arr).cast("B"))
+    digest.update(arr.data.cast("B"))
     return digest.hexdigest()
 
 
@@ -178,11 +181,10 @@ class EmbeddingCache:
         import torch
 
         assert self.directory is not None
-        path = self.directory / key.filename()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tensors = _to_cpu(embedding.tensors)
-        torch.save({"tensors": tensors, "meta": embedding.meta}, tmp)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        torch.save({"tensors": _to_cpu(embedding.tensors), "meta": embedding.meta}, buffer)
+        # no read-back: a damaged entry is a cache miss when it is loaded, and is removed then
+        atomic_write(self.directory / key.filename(), buffer.getvalue(), verify=False)
         self._prune_disk()
 
     def _prune_disk(self) -> None:

@@ -215,7 +215,7 @@ class OnnxSamEngine(CachedEngine):
         index = (row0[:, None, None] + np.arange(height)[None, :, None]) * _GRID + (
             col0[:, None, None] + np.arange(width)[None, None, :]
         )
-        picked = np.take_along_axis(keys, index.reshape(n, -1, 1), axis=1)
+        picked = np.take_along_axis(keys, index.reshape(n, -1, 1).astype(np.intp, copy=False), axis=1)
         (logits,) = self._upscale.run(None, {"keys": picked, "hyper": hyper})
         window = _to_grid(logits, height, width)  # (N, K, 4h, 4w)
         low = np.full((n, k, _LOW, _LOW), OUTSIDE_LOGIT, dtype=np.float32)
@@ -246,7 +246,7 @@ class OnnxSamEngine(CachedEngine):
 
     def _select(self, low: np.ndarray, iou: np.ndarray, index: int, frame: Frame, output: OutputType) -> list[Mask]:
         """Upsample the masks ``output`` keeps; best-quality picks by score before upsampling the others."""
-        picks = range(len(iou))
+        picks: Sequence[int] = range(len(iou))
         if output is OutputType.MULTI_BEST:
             picks = [int(np.argmax(iou))]
         masks = masks_from_lowres(low[list(picks)], frame, self.mask_threshold)
@@ -334,7 +334,7 @@ def preprocess(rgb: np.ndarray, frame: Frame) -> np.ndarray:
 
     h, w = frame.resized
     if (h, w) != frame.original:
-        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
+        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR))
     out = np.zeros((1, 3, PAD, PAD), dtype=np.float32)
     for c in range(3):  # per channel, in place: the same numbers as one broadcast expression, ~6x faster
         plane = out[0, c, :h, :w]

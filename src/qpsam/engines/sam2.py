@@ -204,7 +204,7 @@ class Sam2Engine(CachedEngine):
                 raise ModelError(f"frame {i} is {frame.shape[1]}x{frame.shape[0]}, frame 0 is {width}x{height}")
         images = torch.zeros(len(rgb), 3, size, size, dtype=torch.float32)
         for i, frame in enumerate(rgb):
-            resized = np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC), dtype=np.float32)
+            resized = np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
             images[i] = torch.from_numpy(resized / 255.0).permute(2, 0, 1)
         mean = torch.tensor((0.485, 0.456, 0.406), dtype=torch.float32)[:, None, None]
         std = torch.tensor((0.229, 0.224, 0.225), dtype=torch.float32)[:, None, None]
