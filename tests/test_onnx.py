@@ -174,7 +174,7 @@ def test_automask_parameters(onnx_engine, nuclei):
 def test_crop_plan_and_point_grids_equal_sams(size, layers, overlap, per_side, downscale):
     from segment_anything.utils import amg
 
-    from qpsam.engines.automask import crop_boxes, layer_point_grids
+    from qpsam.engines.amg import crop_boxes, layer_point_grids
 
     assert crop_boxes(*size, layers, overlap) == amg.generate_crop_boxes(size, layers, overlap)
     ours = layer_point_grids(per_side, layers, downscale)
@@ -185,7 +185,7 @@ def test_crop_plan_and_point_grids_equal_sams(size, layers, overlap, per_side, d
 def test_small_region_clean_up_equals_sams():
     from segment_anything.utils import amg
 
-    from qpsam.engines.automask import remove_small_regions
+    from qpsam.engines.amg import remove_small_regions
 
     rng = np.random.default_rng(3)
     cases = [rng.random((90, 120)) > t for t in (0.3, 0.6, 0.93)]

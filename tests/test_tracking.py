@@ -61,7 +61,7 @@ class _Propagator:
     model_type = "sam2_t"
 
     def propagate(self, frames, prompts, reverse=True, progress=None):
-        from qpsam.engines.base import Mask
+        from qpsam.sam import Mask
 
         keys = {p.key for frame in prompts.values() for p in frame}
         square = np.zeros(frames[0].shape[:2], bool)

@@ -15,7 +15,9 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from qpsam.engines import load_engine
     from qpsam.engines.remote import SamapiClient
     from qpsam.geometry import Region
-    from qpsam.jobs import AutomaskOptions, DetectOptions, EngineSpec, TrackOptions, automask, detect, track
+    from qpsam.jobs import AutomaskOptions, DetectOptions, EngineSpec, TrackOptions
+    from qpsam.jobs.run import automask, detect
+    from qpsam.jobs.tracking import track
     from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathClass, PathObject
     from qpsam.project import open_project
     from qpsam.sam import AutomaskParams, OutputType, Prompt

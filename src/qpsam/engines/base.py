@@ -6,16 +6,26 @@ coordinates and return masks in the same frame.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, Sequence, runtime_checkable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from ..errors import ModelError
 from ..sam import AutomaskParams, Mask, OutputType, Prompt, select_masks
 from ..types import Progress
+from .cache import EmbeddingCache
 
 __all__ = [
     "Engine",
+    "NamedModel",
+    "LocalWeights",
+    "LockingEngine",
+    "VideoEngine",
+    "ConceptEngine",
+    "ConceptVideoEngine",
+    "BatchEncoder",
     "check_prompts",
     "prompt_batches",
     "collect_masks",
@@ -67,10 +77,15 @@ def collect_masks(
 
 
 @runtime_checkable
-class Engine(Protocol):
-    """What jobs and the server need from a model, local or remote."""
+class NamedModel(Protocol):
+    """Anything that says which model type it runs (every engine, and the stand-ins tests give jobs)."""
 
     model_type: str
+
+
+@runtime_checkable
+class Engine(NamedModel, Protocol):
+    """What jobs and the server need from a model, local or remote."""
 
     def set_image(self, image: np.ndarray) -> None:
         """Encode an image (H, W, 3) uint8 RGB; other inputs go through :func:`qpsam.sam.to_rgb8`."""
@@ -82,3 +97,80 @@ class Engine(Protocol):
         self, image: np.ndarray, params: AutomaskParams = AutomaskParams(), progress: Progress | None = None
     ) -> list[Mask]:
         """Segment everything in ``image``."""
+
+
+# The abilities below are optional: an engine has one when it has its members, which jobs and the server test with
+# isinstance. Each Protocol holds only its own members, so that a stand-in with just that ability qualifies.
+
+Box = tuple[float, float, float, float]
+VideoMasks = dict[int, dict[Any, Mask]]
+
+
+@runtime_checkable
+class LocalWeights(Protocol):
+    """An engine that loaded a weights file of its own (the local ones; a remote engine names a URL instead)."""
+
+    weights_path: Path
+
+
+@runtime_checkable
+class LockingEngine(Protocol):
+    """An engine with its own re-entrant lock, to hold from ``set_image`` to the last ``predict``."""
+
+    lock: AbstractContextManager[Any]
+
+
+@runtime_checkable
+class VideoEngine(Protocol):
+    """Video propagation (SAM2): track the objects prompted on some frames through all of them."""
+
+    def propagate(
+        self,
+        frames: Sequence[np.ndarray],
+        prompts: Mapping[int, Sequence[Prompt]],
+        *,
+        start_frame: int | None = None,
+        max_frames: int | None = None,
+        reverse: bool = True,
+        progress: Progress | None = None,
+    ) -> VideoMasks:
+        """``{frame: {prompt key: Mask}}`` for the frames where an object was found."""
+
+
+@runtime_checkable
+class ConceptEngine(Protocol):
+    """Concept prompts (SAM3): every instance of a text phrase and/or exemplar boxes on the current image."""
+
+    def set_image(self, image: np.ndarray) -> None:
+        """Make ``image`` current."""
+
+    def segment(
+        self, text: str | None = None, positive_boxes: Sequence[Box] = (), negative_boxes: Sequence[Box] = ()
+    ) -> list[Mask]:
+        """Every instance found, each mask with its own score."""
+
+
+@runtime_checkable
+class ConceptVideoEngine(Protocol):
+    """Concept prompts through a video (SAM3 video): per frame, objects given by text and boxes."""
+
+    def propagate_concept(
+        self,
+        frames: Sequence[np.ndarray],
+        prompts: Mapping[int, Sequence[Mapping[str, Any]]],
+        *,
+        start_frame: int | None = None,
+        max_frames: int | None = None,
+    ) -> VideoMasks:
+        """``{frame: {obj_id: Mask}}`` as :meth:`VideoEngine.propagate` returns."""
+
+
+@runtime_checkable
+class BatchEncoder(Protocol):
+    """Batched encoding: several images per encoder call, into the embedding cache that ``set_image`` reads."""
+
+    encode_batch_size: int
+    cache: EmbeddingCache | None
+
+    def encode_batch(self, images: Sequence[np.ndarray]) -> int:
+        """Encode the images the cache lacks; returns how many were encoded."""

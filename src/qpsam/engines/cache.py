@@ -9,6 +9,7 @@ shares one across requests).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 from collections import OrderedDict
@@ -18,7 +19,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["CacheKey", "Embedding", "EmbeddingCache", "image_hash", "CacheStats"]
+from ..fileio import atomic_write
+
+__all__ = ["CacheKey", "Embedding", "EmbeddingCache", "image_hash", "CacheStats", "default_cache"]
 
 
 class CacheKey(NamedTuple):
@@ -37,7 +40,7 @@ def image_hash(image: np.ndarray) -> str:
     arr = np.ascontiguousarray(image)
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{arr.shape}|{arr.dtype.str}|".encode())
-    digest.update(memoryview(arr).cast("B"))
+    digest.update(arr.data.cast("B"))
     return digest.hexdigest()
 
 
@@ -178,11 +181,10 @@ class EmbeddingCache:
         import torch
 
         assert self.directory is not None
-        path = self.directory / key.filename()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tensors = _to_cpu(embedding.tensors)
-        torch.save({"tensors": tensors, "meta": embedding.meta}, tmp)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        torch.save({"tensors": _to_cpu(embedding.tensors), "meta": embedding.meta}, buffer)
+        # no read-back: a damaged entry is a cache miss when it is loaded, and is removed then
+        atomic_write(self.directory / key.filename(), buffer.getvalue(), verify=False)
         self._prune_disk()
 
     def _prune_disk(self) -> None:
@@ -200,6 +202,19 @@ class EmbeddingCache:
                 break
             path.unlink(missing_ok=True)
             total -= size
+
+
+_DEFAULT_CACHE: EmbeddingCache | None = None
+_DEFAULT_CACHE_LOCK = threading.Lock()
+
+
+def default_cache() -> EmbeddingCache:
+    """The process-wide embedding cache engines share when given none (1 GiB in memory)."""
+    global _DEFAULT_CACHE
+    with _DEFAULT_CACHE_LOCK:
+        if _DEFAULT_CACHE is None:
+            _DEFAULT_CACHE = EmbeddingCache()
+        return _DEFAULT_CACHE
 
 
 def _to_cpu(value: Any) -> Any:

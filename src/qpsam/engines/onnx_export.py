@@ -265,7 +265,7 @@ def _decoder_module(model: Any) -> Any:
         image tokens after the transformer (N, L, C), the hypernetwork outputs (N, K, C') and the IoU scores."""
 
         @torch.no_grad()
-        def forward(  # type: ignore[override]
+        def forward(
             self, embeddings: Any, image_k: Any, image_v: Any, image_q: Any, point_coords: Any, point_labels: Any
         ) -> tuple[Any, Any, Any]:
             prompt_encoder = self.model.prompt_encoder
@@ -385,6 +385,8 @@ def _export(module: Any, args: tuple[Any, ...], path: Path, inputs: list[str], o
                 dynamo=False,
             )
         if len(list(Path(scratch).iterdir())) == 1:
+            # not fileio.atomic_write: a graph with its weights inside is up to 2 GB (vit_l's encoder), too much to
+            # read back into memory; torch wrote it in this folder, so the rename alone is atomic
             os.replace(out, path)
             return
         import onnx

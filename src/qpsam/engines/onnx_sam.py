@@ -9,7 +9,6 @@ OpenCV and onnxruntime only; PyTorch is needed once per weights file, for the ex
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
-from ..sam import AutomaskParams, Mask, OutputType, Prompt, check_model_type, select_masks, to_rgb8
+from ..sam import AutomaskParams, Mask, OutputType, Prompt, check_model_type, select_masks
 from ..types import Progress
-from .base import check_prompts, prompt_batches
-from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
+from .amg import generate_masks_lowres
+from .cache import Embedding, EmbeddingCache
+from .cached import CachedEngine
 from .lowres import PAD, Frame, masks_from_lowres, upsample_roi
 from .onnx_export import PREPARED, OnnxFiles, ensure_onnx
 from .weights import resolve_weights, weights_sha256
@@ -68,8 +68,11 @@ def _ort() -> Any:
     return onnxruntime
 
 
-class OnnxSamEngine:
-    """SAM1/MobileSAM on ONNX Runtime. Not reentrant: hold :attr:`lock` around ``set_image`` + ``predict``."""
+class OnnxSamEngine(CachedEngine):
+    """SAM1/MobileSAM on ONNX Runtime, with automask filtering at low resolution."""
+
+    # the encoder's output differs from torch's in the last digits: its own cache entries
+    cache_tag = "-onnx"
 
     def __init__(
         self,
@@ -102,13 +105,7 @@ class OnnxSamEngine:
         except Exception:  # noqa: BLE001 - checked files that ORT cannot load: export again, once
             self.files = ensure_onnx(info.type, self.weights_path, self.weights_sha256, progress, rebuild=True)
             self._encoder, self._prepare, self._decoder, self._upscale = self._sessions(ort)
-        from .torch_sam import default_cache
-
-        # an empty EmbeddingCache is falsy (it has a length): test identity, not truth
-        if cache is None or cache is True:
-            self.cache: EmbeddingCache | None = default_cache()
-        else:
-            self.cache = cache if isinstance(cache, EmbeddingCache) else None
+        super().__init__(cache)
         self.max_batch = max(1, int(max_batch)) if max_batch else _DEFAULT_BATCH
         self.mask_threshold = 0.0
         # box prompts: masks computed in a window of the box grown by this fraction of its size (at least this
@@ -116,9 +113,6 @@ class OnnxSamEngine:
         self.window_margin = 1.0
         self.window_min_tokens = 3
         self.window_fallbacks = 0
-        self.lock = threading.RLock()
-        self.encoder_runs = 0
-        self.last_from_cache = False
         self._features: np.ndarray | None = None
         self._prepared: dict[str, np.ndarray] | None = None  # the decoder's shared image projections
         self._frame: Frame | None = None
@@ -141,38 +135,31 @@ class OnnxSamEngine:
 
     # ----------------------------------------------------------------------------------------------- image
 
-    @property
-    def image_shape(self) -> tuple[int, int] | None:
-        """(height, width) of the current image, or None."""
-        return None if self._frame is None else self._frame.original
-
-    def set_image(self, image: np.ndarray) -> None:
-        """Make ``image`` current, running the encoder only when the cache lacks it."""
-        rgb = to_rgb8(image)
-        # the encoder's output differs from torch's in the last digits: its own cache entries
-        key = CacheKey(f"{self.model_type}-onnx", self.weights_sha256, image_hash(rgb))
+    def _encode(self, rgb: np.ndarray) -> Embedding:
         frame = Frame.for_image(int(rgb.shape[0]), int(rgb.shape[1]))
-        with self.lock:
-            cached = self.cache.get(key) if self.cache is not None else None
-            if cached is not None:
-                features = cached.tensors["features"]
-                self._features = np.ascontiguousarray(
-                    features.numpy() if hasattr(features, "numpy") else features, dtype=np.float32
-                )
-                self.last_from_cache = True
-            else:
-                (features,) = self._encoder.run(None, {"image": preprocess(rgb, frame)})
-                self._features = features
-                self.encoder_runs += 1
-                self.last_from_cache = False
-                if self.cache is not None:
-                    self.cache.put(key, Embedding({"features": features}, {"original_size": frame.original}))
-            self._prepared = None
-            self._frame = frame
+        (features,) = self._encoder.run(None, {"image": preprocess(rgb, frame)})
+        self._make_current(features, frame)
+        return Embedding({"features": features}, {"original_size": frame.original})
 
-    def _require_image(self) -> tuple[np.ndarray, Frame]:
-        if self._features is None or self._frame is None:
-            raise ModelError(f"{self.model_type}: no image set; call set_image(image) before predict")
+    def _restore(self, embedding: Embedding, rgb: np.ndarray) -> None:
+        features = embedding.tensors["features"]
+        self._make_current(
+            np.ascontiguousarray(features.numpy() if hasattr(features, "numpy") else features, dtype=np.float32),
+            Frame.for_image(int(rgb.shape[0]), int(rgb.shape[1])),
+        )
+
+    def _make_current(self, features: np.ndarray, frame: Frame) -> None:
+        self._features = features
+        self._prepared = None
+        self._frame = frame
+
+    def _image_ready(self) -> bool:
+        return self._features is not None and self._frame is not None
+
+    def _current(self) -> tuple[np.ndarray, Frame]:
+        """The current image's encoding and geometry (a :class:`ModelError` when there is none)."""
+        self._require_image()
+        assert self._features is not None and self._frame is not None
         return self._features, self._frame
 
     def decode(
@@ -189,7 +176,7 @@ class OnnxSamEngine:
         With ``boxes`` (N, 4, image pixels) the masks are computed only in a window around each box (see
         :func:`box_windows`) and left at a low constant outside it; a mask that reaches the window's edge is
         computed over the whole image instead, so the window never cuts a mask that grows past it."""
-        features, frame = self._require_image()
+        features, frame = self._current()
         scale = np.array(
             [frame.resized[1] / frame.original[1], frame.resized[0] / frame.original[0]], dtype=np.float32
         )
@@ -228,7 +215,7 @@ class OnnxSamEngine:
         index = (row0[:, None, None] + np.arange(height)[None, :, None]) * _GRID + (
             col0[:, None, None] + np.arange(width)[None, None, :]
         )
-        picked = np.take_along_axis(keys, index.reshape(n, -1, 1), axis=1)
+        picked = np.take_along_axis(keys, index.reshape(n, -1, 1).astype(np.intp, copy=False), axis=1)
         (logits,) = self._upscale.run(None, {"keys": picked, "hyper": hyper})
         window = _to_grid(logits, height, width)  # (N, K, 4h, 4w)
         low = np.full((n, k, _LOW, _LOW), OUTSIDE_LOGIT, dtype=np.float32)
@@ -245,30 +232,21 @@ class OnnxSamEngine:
 
     # -------------------------------------------------------------------------------------------- prompts
 
-    def predict(
-        self, prompts: Sequence[Prompt], output: OutputType | str = OutputType.SINGLE
-    ) -> list[list[Mask]]:
-        """Masks for each prompt on the current image, reduced by ``output``; batched by prompt shape."""
-        output = OutputType.parse(output)
-        prompts = check_prompts(prompts)
-        results: list[list[Mask]] = [[] for _ in prompts]
-        if not prompts:
-            return results
-        with self.lock:
-            _, frame = self._require_image()
-            channels = slice(1, None) if output.multimask else slice(0, 1)
-            for indices in prompt_batches(prompts, self.max_batch):
-                has_box = prompts[indices[0]].box is not None
-                coords, labels = _encode_prompts([prompts[i] for i in indices], has_box)
-                boxes = np.array([prompts[i].box for i in indices], dtype=np.float64) if has_box else None
-                low, iou = self.decode(coords, labels, boxes, channels)
-                for row, index in enumerate(indices):
-                    results[index] = self._select(low[row], iou[row], index, frame, output)
-        return results
+    def _decode(
+        self, prompts: Sequence[Prompt], indices: list[int], output: OutputType, results: list[list[Mask]]
+    ) -> None:
+        _, frame = self._current()
+        channels = slice(1, None) if output.multimask else slice(0, 1)
+        has_box = prompts[indices[0]].box is not None
+        coords, labels = _encode_prompts([prompts[i] for i in indices], has_box)
+        boxes = np.array([prompts[i].box for i in indices], dtype=np.float64) if has_box else None
+        low, iou = self.decode(coords, labels, boxes, channels)
+        for row, index in enumerate(indices):
+            results[index] = self._select(low[row], iou[row], index, frame, output)
 
     def _select(self, low: np.ndarray, iou: np.ndarray, index: int, frame: Frame, output: OutputType) -> list[Mask]:
         """Upsample the masks ``output`` keeps; best-quality picks by score before upsampling the others."""
-        picks = range(len(iou))
+        picks: Sequence[int] = range(len(iou))
         if output is OutputType.MULTI_BEST:
             picks = [int(np.argmax(iou))]
         masks = masks_from_lowres(low[list(picks)], frame, self.mask_threshold)
@@ -287,10 +265,10 @@ class OnnxSamEngine:
         return self.decode(coords, labels, channels=slice(1, None) if multimask else slice(0, 1))
 
     def decode_points(self, points: np.ndarray, multimask: bool) -> tuple[Any, Any]:
-        """Full-size logits (N, K, H, W) and IoU (N, K) as torch tensors, for :func:`.automask.generate_masks`."""
+        """Full-size logits (N, K, H, W) and IoU (N, K) as torch tensors, for :func:`.amg.generate_masks`."""
         import torch
 
-        _, frame = self._require_image()
+        _, frame = self._current()
         low, iou = self.decode_points_lowres(points, multimask)
         h, w = frame.original
         full = np.empty((*low.shape[:2], h, w), dtype=np.float32)
@@ -299,18 +277,13 @@ class OnnxSamEngine:
                 full[i, j] = upsample_roi(low[i, j], frame, 0, h, 0, w)
         return torch.from_numpy(full), torch.from_numpy(np.ascontiguousarray(iou))
 
-    def automask(
-        self, image: np.ndarray, params: AutomaskParams = AutomaskParams(), progress: Progress | None = None
-    ) -> list[Mask]:
-        """Segment everything in ``image`` (which becomes the current image), filtering at low resolution."""
-        from .automask import generate_masks_lowres
-
-        with self.lock:
-            return generate_masks_lowres(self, image, params, progress)
+    def _generate(self, image: np.ndarray, params: AutomaskParams, progress: Progress | None) -> list[Mask]:
+        """Automask filtering at low resolution, upsampling only the masks that are kept."""
+        return generate_masks_lowres(self, image, params, progress)
 
     def frame(self) -> Frame:
         """The current image's geometry (for the low-resolution automask)."""
-        return self._require_image()[1]
+        return self._current()[1]
 
 
 _GRID = PAD // 16  # image tokens per side
@@ -361,7 +334,7 @@ def preprocess(rgb: np.ndarray, frame: Frame) -> np.ndarray:
 
     h, w = frame.resized
     if (h, w) != frame.original:
-        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
+        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR))
     out = np.zeros((1, 3, PAD, PAD), dtype=np.float32)
     for c in range(3):  # per channel, in place: the same numbers as one broadcast expression, ~6x faster
         plane = out[0, c, :h, :w]

@@ -15,13 +15,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import ModelError
-from ..sam import AutomaskParams, Mask, OutputType, Prompt, check_model_type, to_rgb8
+from ..sam import Mask, OutputType, Prompt, check_model_type, to_rgb8
 from ..types import Progress
 from ._torch import autocast, autocast_dtype, collect_torch_masks, load_into, pick_device, read_checkpoint
-from .automask import generate_masks
-from .base import check_prompts, prompt_batches
-from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
-from .torch_sam import default_cache
+from .cache import Embedding, EmbeddingCache
+from .cached import CachedEngine
 from .weights import resolve_weights, weights_sha256
 
 __all__ = ["Sam2Engine", "build_sam2_model", "sam2_config"]
@@ -98,7 +96,7 @@ class _Frames:
     width: int
 
 
-class Sam2Engine:
+class Sam2Engine(CachedEngine):
     """SAM2 on PyTorch: :meth:`set_image`/:meth:`predict`/:meth:`automask` like every engine, plus
     :meth:`propagate` over frames held in memory."""
 
@@ -134,82 +132,49 @@ class Sam2Engine:
         with quiet_imports():  # torch.jit.script deprecation, as in build_sam2_model
             self.predictor = SAM2ImagePredictor(self.model)
         self.mask_threshold = float(self.predictor.mask_threshold)
-        # an empty EmbeddingCache is falsy (it has a length): test identity, not truth
-        if cache is None or cache is True:
-            self.cache: EmbeddingCache | None = default_cache()
-        else:
-            self.cache = cache if isinstance(cache, EmbeddingCache) else None
+        super().__init__(cache)
         self.max_batch = max(1, int(max_batch)) if max_batch else (64 if self.device.type == "cuda" else 2)
-        self.lock = threading.RLock()
-        self.encoder_runs = 0
-        self.last_from_cache = False
-        self._image_shape: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return f"Sam2Engine({self.model_type!r}, weights={str(self.weights_path)!r}, device={self.device})"
 
-    @property
-    def image_shape(self) -> tuple[int, int] | None:
-        return self._image_shape
+    def _encode(self, rgb: np.ndarray) -> Embedding:
+        p = self.predictor
+        with autocast(self.device, self.dtype):
+            p.set_image(rgb)
+        feats = p._features
+        return Embedding(
+            {"image_embed": feats["image_embed"].detach(), "high_res_feats": [t.detach() for t in feats["high_res_feats"]]},
+            {"orig_hw": tuple(int(v) for v in p._orig_hw[0])},
+        )
 
-    def set_image(self, image: np.ndarray) -> None:
-        """Make ``image`` current, running the encoder only when the cache lacks it."""
-        rgb = to_rgb8(image)
-        key = CacheKey(self.model_type, self.weights_sha256, image_hash(rgb))
-        with self.lock:
-            cached = self.cache.get(key) if self.cache is not None else None
-            p = self.predictor
-            if cached is not None:
-                p.reset_predictor()
-                p._features = {
-                    "image_embed": cached.tensors["image_embed"].to(self.device),
-                    "high_res_feats": [t.to(self.device) for t in cached.tensors["high_res_feats"]],
-                }
-                p._orig_hw = [tuple(cached.meta["orig_hw"])]
-                p._is_image_set = True
-                self.last_from_cache = True
-            else:
-                with autocast(self.device, self.dtype):
-                    p.set_image(rgb)
-                self.encoder_runs += 1
-                self.last_from_cache = False
-                if self.cache is not None:
-                    feats = p._features
-                    self.cache.put(
-                        key,
-                        Embedding(
-                            {"image_embed": feats["image_embed"].detach(),
-                             "high_res_feats": [t.detach() for t in feats["high_res_feats"]]},
-                            {"orig_hw": tuple(int(v) for v in p._orig_hw[0])},
-                        ),
-                    )
-            self._image_shape = (int(rgb.shape[0]), int(rgb.shape[1]))
+    def _restore(self, embedding: Embedding, rgb: np.ndarray) -> None:
+        p = self.predictor
+        p.reset_predictor()
+        p._features = {
+            "image_embed": embedding.tensors["image_embed"].to(self.device),
+            "high_res_feats": [t.to(self.device) for t in embedding.tensors["high_res_feats"]],
+        }
+        p._orig_hw = [tuple(embedding.meta["orig_hw"])]
+        p._is_image_set = True
 
-    def predict(
-        self, prompts: Sequence[Prompt], output: OutputType | str = OutputType.SINGLE
-    ) -> list[list[Mask]]:
-        """Masks for each prompt on the current image, reduced by ``output``; batched by prompt shape."""
-        output = OutputType.parse(output)
-        prompts = check_prompts(prompts)
-        results: list[list[Mask]] = [[] for _ in prompts]
-        if not prompts:
-            return results
-        with self.lock:
-            if self._image_shape is None or not self.predictor._is_image_set:
-                raise ModelError(f"{self.model_type}: no image set; call set_image(image) before predict")
-            p = self.predictor
-            for part in prompt_batches(prompts, self.max_batch):
-                first = prompts[part[0]]
-                pts = np.array([prompts[i].points for i in part], dtype=np.float32) if first.points else None
-                lbl = np.array([prompts[i].labels for i in part], dtype=np.int32) if first.points else None
-                box = np.array([prompts[i].box for i in part], dtype=np.float32) if first.box is not None else None
-                with autocast(self.device, self.dtype):
-                    mask_input, coords, labels, boxes = p._prep_prompts(pts, lbl, box, None, True)
-                    masks, scores, low = p._predict(
-                        coords, labels, boxes, mask_input, multimask_output=output.multimask, return_logits=False
-                    )
-                collect_torch_masks(results, part, masks, scores, low, output)
-        return results
+    def _image_ready(self) -> bool:
+        return bool(self.predictor._is_image_set)
+
+    def _decode(
+        self, prompts: Sequence[Prompt], indices: list[int], output: OutputType, results: list[list[Mask]]
+    ) -> None:
+        p = self.predictor
+        first = prompts[indices[0]]
+        pts = np.array([prompts[i].points for i in indices], dtype=np.float32) if first.points else None
+        lbl = np.array([prompts[i].labels for i in indices], dtype=np.int32) if first.points else None
+        box = np.array([prompts[i].box for i in indices], dtype=np.float32) if first.box is not None else None
+        with autocast(self.device, self.dtype):
+            mask_input, coords, labels, boxes = p._prep_prompts(pts, lbl, box, None, True)
+            masks, scores, low = p._predict(
+                coords, labels, boxes, mask_input, multimask_output=output.multimask, return_logits=False
+            )
+        collect_torch_masks(results, indices, masks, scores, low, output)
 
     def decode_points(self, points: np.ndarray, multimask: bool) -> tuple[Any, Any]:
         """Decoder logits (N, K, H, W) and predicted IoU (N, K) for single foreground points (automask)."""
@@ -222,13 +187,6 @@ class Sam2Engine:
         with autocast(self.device, self.dtype):
             logits, iou, _ = p._predict(coords[:, None, :], labels[:, None], multimask_output=multimask, return_logits=True)
         return logits.float(), iou.float()
-
-    def automask(
-        self, image: np.ndarray, params: AutomaskParams = AutomaskParams(), progress: Progress | None = None
-    ) -> list[Mask]:
-        """Segment everything in ``image`` (same parameter semantics as the SAM1 engines)."""
-        with self.lock:
-            return generate_masks(self, image, params, progress)
 
     # ---------------------------------------------------------------------------------------------- video
 
@@ -246,7 +204,7 @@ class Sam2Engine:
                 raise ModelError(f"frame {i} is {frame.shape[1]}x{frame.shape[0]}, frame 0 is {width}x{height}")
         images = torch.zeros(len(rgb), 3, size, size, dtype=torch.float32)
         for i, frame in enumerate(rgb):
-            resized = np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC), dtype=np.float32)
+            resized = np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
             images[i] = torch.from_numpy(resized / 255.0).permute(2, 0, 1)
         mean = torch.tensor((0.485, 0.456, 0.406), dtype=torch.float32)[:, None, None]
         std = torch.tensor((0.229, 0.224, 0.225), dtype=torch.float32)[:, None, None]

@@ -7,39 +7,25 @@ together in batches.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import ModelError
-from ..sam import AutomaskParams, Mask, OutputType, Prompt, check_model_type, to_rgb8
+from ..sam import Mask, OutputType, Prompt, check_model_type, to_rgb8
 from ..types import Progress
 from ._torch import autocast, autocast_dtype, collect_torch_masks, load_into, pick_device, read_checkpoint
-from .automask import generate_masks
-from .base import check_prompts, prompt_batches
-from .cache import CacheKey, Embedding, EmbeddingCache, image_hash
+from .cache import CacheKey, Embedding, EmbeddingCache
+from .cached import CachedEngine
 from .quiet import quiet_imports
 from .weights import resolve_weights, weights_sha256
 
-__all__ = ["TorchSamEngine", "build_sam1", "default_cache"]
+__all__ = ["TorchSamEngine", "build_sam1"]
 
 
 # Bytes of float32 mask upsampling one decoder batch may use; bounds memory for large batches and images.
 _UPSAMPLE_BUDGET = 1 << 30
-
-_DEFAULT_CACHE: EmbeddingCache | None = None
-_DEFAULT_CACHE_LOCK = threading.Lock()
-
-
-def default_cache() -> EmbeddingCache:
-    """The process-wide embedding cache engines share when given none (1 GiB in memory)."""
-    global _DEFAULT_CACHE
-    with _DEFAULT_CACHE_LOCK:
-        if _DEFAULT_CACHE is None:
-            _DEFAULT_CACHE = EmbeddingCache()
-        return _DEFAULT_CACHE
 
 
 def _default_encode_batch(device: Any) -> int:
@@ -74,9 +60,8 @@ def build_sam1(model_type: str) -> tuple[Any, type]:
     return sam_model_registry[model_type](), SamPredictor
 
 
-class TorchSamEngine:
-    """SAM1/MobileSAM on PyTorch. Not reentrant: hold :attr:`lock` around ``set_image`` + ``predict`` pairs
-    when several threads share one engine."""
+class TorchSamEngine(CachedEngine):
+    """SAM1/MobileSAM on PyTorch, plus :meth:`encode_batch` (several images per encoder call)."""
 
     def __init__(
         self,
@@ -103,60 +88,34 @@ class TorchSamEngine:
         model.to(self.device).eval()
         self.predictor = predictor_cls(model)
         self.mask_threshold = float(model.mask_threshold)
-        # an empty EmbeddingCache is falsy (it has a length): test identity, not truth
-        if cache is None or cache is True:
-            self.cache: EmbeddingCache | None = default_cache()
-        else:
-            self.cache = cache if isinstance(cache, EmbeddingCache) else None
+        super().__init__(cache)
         self.max_batch = max(1, int(max_batch)) if max_batch else _default_batch(self.device)
         self.encode_batch_size = _default_encode_batch(self.device)
-        self.lock = threading.RLock()
-        self.encoder_runs = 0  # how often the image encoder ran (cache misses)
-        self.last_from_cache = False
-        self._image_shape: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return f"TorchSamEngine({self.model_type!r}, weights={str(self.weights_path)!r}, device={self.device})"
 
     # ----------------------------------------------------------------------------------------------- image
 
-    @property
-    def image_shape(self) -> tuple[int, int] | None:
-        """(height, width) of the current image, or None."""
-        return self._image_shape
+    def _encode(self, rgb: np.ndarray) -> Embedding:
+        p = self.predictor
+        with autocast(self.device, self.dtype):
+            p.set_image(rgb, image_format="RGB")
+        return Embedding(
+            {"features": p.features.detach()},
+            {"original_size": tuple(p.original_size), "input_size": tuple(p.input_size)},
+        )
 
-    def set_image(self, image: np.ndarray) -> None:
-        """Make ``image`` current, running the encoder only when the cache lacks it."""
-        rgb = to_rgb8(image)
-        key = self._cache_key(rgb)
-        with self.lock:
-            cached = self.cache.get(key) if self.cache is not None else None
-            p = self.predictor
-            if cached is not None:
-                p.reset_image()
-                p.features = cached.tensors["features"].to(self.device)
-                p.original_size = tuple(cached.meta["original_size"])
-                p.input_size = tuple(cached.meta["input_size"])
-                p.is_image_set = True
-                self.last_from_cache = True
-            else:
-                with autocast(self.device, self.dtype):
-                    p.set_image(rgb, image_format="RGB")
-                self.encoder_runs += 1
-                self.last_from_cache = False
-                if self.cache is not None:
-                    self.cache.put(
-                        key,
-                        Embedding(
-                            {"features": p.features.detach()},
-                            {"original_size": tuple(p.original_size), "input_size": tuple(p.input_size)},
-                        ),
-                    )
-            self._image_shape = (int(rgb.shape[0]), int(rgb.shape[1]))
+    def _restore(self, embedding: Embedding, rgb: np.ndarray) -> None:
+        p = self.predictor
+        p.reset_image()
+        p.features = embedding.tensors["features"].to(self.device)
+        p.original_size = tuple(embedding.meta["original_size"])
+        p.input_size = tuple(embedding.meta["input_size"])
+        p.is_image_set = True
 
-    def _cache_key(self, rgb: np.ndarray) -> CacheKey:
-        """The embedding cache's key for an RGB uint8 image on this model and weights."""
-        return CacheKey(self.model_type, self.weights_sha256, image_hash(rgb))
+    def _image_ready(self) -> bool:
+        return bool(self.predictor.is_image_set)
 
     def encode_batch(self, images: Sequence[np.ndarray]) -> int:
         """Encode ``images`` into the embedding cache, :attr:`encode_batch_size` per encoder call, so that a later
@@ -193,52 +152,40 @@ class TorchSamEngine:
                                                   {"original_size": original, "input_size": input_size}))
         return len(items)
 
-    def _require_image(self) -> tuple[int, int]:
-        if self._image_shape is None or not self.predictor.is_image_set:
-            raise ModelError(f"{self.model_type}: no image set; call set_image(image) before predict")
-        return self._image_shape
-
     # -------------------------------------------------------------------------------------------- prompts
 
-    def predict(
-        self, prompts: Sequence[Prompt], output: OutputType | str = OutputType.SINGLE
-    ) -> list[list[Mask]]:
-        """Masks for each prompt on the current image, reduced by ``output``; batched by prompt shape."""
+    def _batch_size(self, output: OutputType, height: int, width: int) -> int:
+        """At most :attr:`max_batch`, and few enough that the full-size masks fit the upsampling budget."""
+        k = 3 if output.multimask else 1
+        per_mask = 4 * (1024 * 1024 + height * width)
+        return max(1, min(self.max_batch, _UPSAMPLE_BUDGET // (k * per_mask)))
+
+    def _decode(
+        self, prompts: Sequence[Prompt], indices: list[int], output: OutputType, results: list[list[Mask]]
+    ) -> None:
         import torch
 
-        output = OutputType.parse(output)
-        prompts = check_prompts(prompts)
-        results: list[list[Mask]] = [[] for _ in prompts]
-        if not prompts:
-            return results
-        with self.lock:
-            height, width = self._require_image()
-            k = 3 if output.multimask else 1
-            per_mask = 4 * (1024 * 1024 + height * width)
-            chunk = max(1, min(self.max_batch, _UPSAMPLE_BUDGET // (k * per_mask)))
-            p = self.predictor
-            for part in prompt_batches(prompts, chunk):
-                first = prompts[part[0]]
-                coords = labels = boxes = None
-                if first.points:
-                    pts = np.array([prompts[i].points for i in part], dtype=np.float64)
-                    coords = torch.as_tensor(
-                        p.transform.apply_coords(pts, p.original_size), dtype=torch.float, device=self.device
-                    )
-                    labels = torch.as_tensor(
-                        np.array([prompts[i].labels for i in part]), dtype=torch.int, device=self.device
-                    )
-                if first.box is not None:
-                    bx = np.array([prompts[i].box for i in part], dtype=np.float64)
-                    boxes = torch.as_tensor(
-                        p.transform.apply_boxes(bx, p.original_size), dtype=torch.float, device=self.device
-                    )
-                with autocast(self.device, self.dtype):
-                    masks, scores, low = p.predict_torch(
-                        coords, labels, boxes, None, multimask_output=output.multimask, return_logits=False
-                    )
-                collect_torch_masks(results, part, masks, scores, low, output)
-        return results
+        p = self.predictor
+        first = prompts[indices[0]]
+        coords = labels = boxes = None
+        if first.points:
+            pts = np.array([prompts[i].points for i in indices], dtype=np.float64)
+            coords = torch.as_tensor(
+                p.transform.apply_coords(pts, p.original_size), dtype=torch.float, device=self.device
+            )
+            labels = torch.as_tensor(
+                np.array([prompts[i].labels for i in indices]), dtype=torch.int, device=self.device
+            )
+        if first.box is not None:
+            bx = np.array([prompts[i].box for i in indices], dtype=np.float64)
+            boxes = torch.as_tensor(
+                p.transform.apply_boxes(bx, p.original_size), dtype=torch.float, device=self.device
+            )
+        with autocast(self.device, self.dtype):
+            masks, scores, low = p.predict_torch(
+                coords, labels, boxes, None, multimask_output=output.multimask, return_logits=False
+            )
+        collect_torch_masks(results, indices, masks, scores, low, output)
 
     # ------------------------------------------------------------------------------------------- automask
 
@@ -265,10 +212,3 @@ class TorchSamEngine:
             logits.append(part.float())
             ious.append(iou.float())
         return torch.cat(logits), torch.cat(ious)
-
-    def automask(
-        self, image: np.ndarray, params: AutomaskParams = AutomaskParams(), progress: Progress | None = None
-    ) -> list[Mask]:
-        """Segment everything in ``image`` (which becomes the current image)."""
-        with self.lock:
-            return generate_masks(self, image, params, progress)

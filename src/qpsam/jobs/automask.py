@@ -18,7 +18,7 @@ from shapely import STRtree, unary_union
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from qpsam.engines.base import Engine
+from qpsam.engines.base import BatchEncoder, Engine
 from qpsam.errors import JobError
 from qpsam.geometry import Region, mask_to_geometry
 from qpsam.jobs.detect import QUALITY
@@ -287,14 +287,15 @@ def automask_region(
     executor = executor or LocalExecutor()
     # an in-process engine that encodes several images per call (torch on a GPU) gets each group of tiles
     # encoded together first; the tiles' automask then finds their embeddings in the cache
-    group = int(getattr(engine, "encode_batch_size", 1)) if isinstance(executor, LocalExecutor) else 1
-    batched = group > 1 and getattr(engine, "cache", None) is not None
-    step = group if batched else max(1, len(jobs))  # other executors get every unit at once
+    encoder = engine if isinstance(engine, BatchEncoder) and isinstance(executor, LocalExecutor) else None
+    if encoder is not None and (int(encoder.encode_batch_size) <= 1 or encoder.cache is None):
+        encoder = None
+    step = int(encoder.encode_batch_size) if encoder is not None else max(1, len(jobs))  # others: every unit at once
     done = 0
     for start in range(0, len(jobs), step):
         part = jobs[start : start + step]
-        if batched:
-            engine.encode_batch([source.read_region(job[2]) for job in part])  # type: ignore[union-attr]
+        if encoder is not None:
+            encoder.encode_batch([source.read_region(job[2]) for job in part])
         for i, result in executor.run(automask_tile, part):
             if isinstance(result, Exception):
                 raise result

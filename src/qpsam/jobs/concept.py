@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from shapely.geometry import box
 
+from qpsam.engines.base import ConceptEngine, NamedModel
 from qpsam.errors import JobError
 from qpsam.geometry import Region
 from qpsam.jobs.automask import merge_pieces, plan_tiles, tile_pieces
@@ -33,8 +34,8 @@ Box = tuple[int, int, int, int]
 
 def check_concept_engine(engine: Any) -> None:
     """A clear error unless ``engine`` (an engine or an :class:`EngineSpec`) does SAM3 concept segmentation."""
-    model = engine.model_type if isinstance(engine, EngineSpec) else getattr(engine, "model_type", "?")
-    if isinstance(engine, EngineSpec) or callable(getattr(engine, "segment", None)):
+    model = engine.model_type if isinstance(engine, (EngineSpec, NamedModel)) else "?"
+    if isinstance(engine, (EngineSpec, ConceptEngine)):
         info = MODELS.get(str(model))
         if info is not None and info.text:
             return

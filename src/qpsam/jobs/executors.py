@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
+from qpsam.engines.base import LockingEngine
 from qpsam.errors import JobError
 from qpsam.sam import DEFAULT_MODEL
 
@@ -83,9 +84,8 @@ _OWN_LOCKS: dict[int, threading.RLock] = {}
 def engine_lock(engine: Any) -> Any:
     """The lock to hold from ``set_image`` to the last ``predict`` on ``engine``: the threads of one Dask worker
     share its one model. The engine's own re-entrant ``lock`` where it has one, else one kept here for it."""
-    own = getattr(engine, "lock", None)
-    if own is not None:
-        return own
+    if isinstance(engine, LockingEngine):
+        return engine.lock
     with _ENGINES_LOCK:
         return _OWN_LOCKS.setdefault(id(engine), threading.RLock())
 

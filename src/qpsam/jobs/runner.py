@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from qpsam.engines.base import Engine
+from qpsam.engines.base import Engine, LocalWeights, NamedModel
 from qpsam.errors import JobError
 from qpsam.fileio import safe_name
 from qpsam.jobs.batch import Change, Inputs, Target, View, run_batch
@@ -50,7 +50,8 @@ def spec_params(engine: Engine | EngineSpec) -> dict[str, Any]:
     if isinstance(engine, EngineSpec):
         precision = {} if engine.precision == "auto" else {"precision": engine.precision}  # old --resume keys hold
         return {"model": engine.model_type, "weights": engine.weights, "server": engine.server, **precision}
-    return {"model": getattr(engine, "model_type", type(engine).__name__), "weights": str(getattr(engine, "weights_path", ""))}
+    return {"model": engine.model_type if isinstance(engine, NamedModel) else type(engine).__name__,
+            "weights": str(engine.weights_path) if isinstance(engine, LocalWeights) else ""}
 
 
 def channel_params(chosen: Sequence[Any] | None) -> dict[str, Any]:

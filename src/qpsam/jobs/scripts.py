@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from qpsam.engines.base import LocalWeights, NamedModel
 from qpsam.fileio import safe_name
 from qpsam.geometry import Region
 from qpsam.groovy import DEFAULT_SERVER_URL, AutomaskSpec, DetectionSpec, write_script
@@ -29,11 +30,11 @@ def connection(engine: Any) -> dict[str, Any]:
     from qpsam.engines.weights import weights_source
 
     server = engine.server if isinstance(engine, EngineSpec) and engine.server else DEFAULT_SERVER_URL
-    model = engine.model_type if isinstance(engine, EngineSpec) else getattr(engine, "model_type", DEFAULT_MODEL)
+    model = engine.model_type if isinstance(engine, (EngineSpec, NamedModel)) else DEFAULT_MODEL
     if isinstance(engine, EngineSpec):
         weights = engine.weights
     else:  # an engine object: the file it loaded (the default weights when it names none)
-        weights = str(getattr(engine, "weights_path", "") or "") or None
+        weights = (str(engine.weights_path or "") or None) if isinstance(engine, LocalWeights) else None
     source = weights_source(model, weights) if model in MODELS else None
     return {"server_url": server, "model": model, "weights_url": source.url if source else None,
             "weights_note": source.note if source else None}

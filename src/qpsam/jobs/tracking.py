@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from qpsam.engines.base import Prompt
+from qpsam.engines.base import NamedModel, VideoEngine
 from qpsam.errors import JobError
 from qpsam.geometry import Region, mask_to_geometry
 from qpsam.groovy import SequenceSpec, VideoPrompt
@@ -25,7 +25,7 @@ from qpsam.jobs.runner import run_job, spec_params
 from qpsam.jobs.scripts import connection, whole_region
 from qpsam.objects import ImagePlane, ObjectType, PathObject, walk
 from qpsam.prompts import PromptSet, prompts_from_objects, select_prompt_objects, vertices
-from qpsam.sam import DEFAULT_TRACK_MODEL, SAM2_TYPES, check_model_type
+from qpsam.sam import DEFAULT_TRACK_MODEL, SAM2_TYPES, Prompt, check_model_type
 from qpsam.types import ImageProgress
 
 __all__ = ["TrackOptions", "TrackPlan", "check_tracking", "plan_track", "sequence_specs", "track", "track_image",
@@ -121,8 +121,9 @@ def track_image(engine: Any, source: Any, objects: Sequence[PathObject], axis: s
                 object_type: ObjectType = ObjectType.ANNOTATION, keep_prompts: bool = False,
                 progress: Any = None) -> tuple[TrackPlan, tuple[PathObject, ...], tuple[Any, ...]]:
     """Propagate the prompts of one image; returns the plan, the new objects and the ids of prompts to remove."""
-    if not hasattr(engine, "propagate"):
-        raise JobError(f"model {getattr(engine, 'model_type', engine)!r} cannot track: use a SAM2 model ({_SAM2_CHOICES})")
+    if not isinstance(engine, VideoEngine):
+        raise JobError(f"model {engine.model_type if isinstance(engine, NamedModel) else engine!r} cannot track: "
+                       f"use a SAM2 model ({_SAM2_CHOICES})")
     plan = plan_track(objects, source.width, source.height, axis, start, stop)
     regions = [Region(plan.region.x, plan.region.y, plan.region.width, plan.region.height, plan.region.downsample, p)
                for p in plan.planes]
@@ -165,9 +166,9 @@ def check_tracking(engine: Any, axis: str, start: int, stop: int) -> None:
     if isinstance(engine, EngineSpec):
         if not check_model_type(engine.model_type).video:
             raise JobError(f"model {engine.model_type!r} cannot track: use a SAM2 model ({_SAM2_CHOICES}) or sam3")
-    elif not hasattr(engine, "propagate"):
-        raise JobError(f"model {getattr(engine, 'model_type', engine)!r} cannot track: use a SAM2 model "
-                       f"({_SAM2_CHOICES})")
+    elif not isinstance(engine, VideoEngine):
+        raise JobError(f"model {engine.model_type if isinstance(engine, NamedModel) else engine!r} cannot track: "
+                       f"use a SAM2 model ({_SAM2_CHOICES})")
 
 
 def _check_planes(target: Target, axis: str, stop: int) -> None:

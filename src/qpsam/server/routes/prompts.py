@@ -7,6 +7,7 @@ import logging
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from ...engines.base import ConceptEngine
 from ...errors import PromptError
 from ...sam import Mask, OutputType
 from ..features import mask_features
@@ -55,9 +56,9 @@ def sam3(state: AppState, body: SAM3Body) -> JSONResponse:
     negatives = [xywh_to_xyxy(b, "negative_bboxes entry") for b in body.negative_bboxes or []]
     image = state.decode(body.b64img)
     engine = state.engine_for("sam3", body.checkpoint_url)
-    segment = getattr(engine, "segment", None)
-    if segment is None:
+    if not isinstance(engine, ConceptEngine):
         raise ModelUnavailable("SAM3 is not available on this server: its engine cannot take text prompts")
+    segment = engine.segment
     key = ("sam3", body.checkpoint_url)
 
     def run() -> list[Mask]:

@@ -9,6 +9,7 @@ import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from ...engines.base import ConceptVideoEngine, VideoEngine
 from ...errors import PromptError
 from ...sam import SAM2_TYPES, Mask, Prompt
 from ..echo import clip
@@ -102,9 +103,9 @@ def video(state: AppState, body: VideoBody) -> JSONResponse:
         frames = frames_of(state, body)
         check_frames(body, frames, prompts)
         engine = state.engine_for(body.type, body.checkpoint_url)
-        propagate = getattr(engine, "propagate", None)
-        if propagate is None:
+        if not isinstance(engine, VideoEngine):
             raise ModelUnavailable(f"the {body.type} engine of this server cannot propagate through a video")
+        propagate = engine.propagate
         result = state.host.run(
             lambda: propagate(
                 frames,
@@ -155,9 +156,9 @@ def sam3video(state: AppState, body: VideoBody) -> JSONResponse:
                     }
                 )
         engine = state.engine_for("sam3", body.checkpoint_url)
-        propagate = getattr(engine, "propagate_concept", None)
-        if propagate is None:
+        if not isinstance(engine, ConceptVideoEngine):
             raise ModelUnavailable("SAM3 video is not available on this server")
+        propagate = engine.propagate_concept
         frames = frames_of(state, body)
         check_frames(body, frames, prompts)
         result = state.host.run(
