@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 import click
@@ -37,7 +38,7 @@ class _Bar:
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
             self.bar = click.progressbar(length=total, label=self.label, show_pos=True,
-                                         file=click.get_text_stream("stderr"))
+                                         file=sys.stderr)
             self.bar.__enter__()
         self.bar.update(done - self.bar.pos)
         if done >= total:

@@ -54,9 +54,9 @@ def roi_bounds(low: np.ndarray, frame: Frame, threshold: float) -> np.ndarray:
     """(N, 4) ``y0, y1, x0, x1`` (end exclusive) of the output pixels that may exceed ``threshold``; empty
     masks get ``y0 == y1``."""
     low = low.reshape(-1, LOW, LOW)
-    above = low > threshold
-    rows = above.any(axis=2)
-    cols = above.any(axis=1)
+    above: np.ndarray = low > threshold
+    rows = np.asarray(above.any(axis=2))  # asarray: numpy's stubs type any() as possibly a scalar
+    cols = np.asarray(above.any(axis=1))
     out = np.zeros((low.shape[0], 4), np.int64)
     (y0i, y1i, _), (x0i, x1i, _) = frame.ys, frame.xs
     ok_y = rows[:, y0i] | rows[:, y1i]

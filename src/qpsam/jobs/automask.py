@@ -138,7 +138,7 @@ def _inner_sides(tile: Region, all_bounds: tuple[float, float, float, float]) ->
     x0, y0, x1, y1 = tile.bounds
     ax0, ay0, ax1, ay1 = all_bounds
     eps = tile.downsample
-    sides = []
+    sides: list[BaseGeometry] = []
     if x0 > ax0:
         sides.append(box(x0, y0, x0 + eps, y1))
     if y0 > ay0:
@@ -312,9 +312,10 @@ def automask_region(
             if not within.contains(geometry.representative_point()):
                 continue
             if options.clip and not within.contains(geometry):
-                geometry = _polygonal(geometry.intersection(within))
-                if geometry is None or geometry.area <= options.min_area:
+                clipped = _polygonal(geometry.intersection(within))
+                if clipped is None or clipped.area <= options.min_area:
                     continue
+                geometry = clipped
         objects.append(PathObject(geometry, options.object_type, path_class=path_class,
                                   measurements={QUALITY: piece.score}, plane=plane))
     return objects

@@ -6,7 +6,9 @@ import colorsys
 import random
 import uuid
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
+
+from shapely.geometry.base import BaseGeometry
 
 from qpsam.engines.base import Engine
 from qpsam.errors import JobError
@@ -148,7 +150,7 @@ def missing_prompts(objects: Sequence[PathObject], options: DetectOptions) -> st
     return f"no prompts of class {wanted!r} (prompt classes here: {', '.join(classes)}){hint}"
 
 
-Found = list[tuple[object, list[tuple[object, float]]]]
+Found = list[tuple[Any, list[tuple[BaseGeometry, float]]]]  # (prompt key, [(geometry, score)])
 
 
 def detect_window(engine: "Engine | EngineSpec", source: ImageSource, region: Region, prompts: Sequence[Prompt],
@@ -164,7 +166,7 @@ def detect_window(engine: "Engine | EngineSpec", source: ImageSource, region: Re
         results = model.predict(prompts, output)
     found: Found = []
     for prompt, masks in zip(prompts, results):
-        shapes = []
+        shapes: list[tuple[BaseGeometry, float]] = []
         for mask in masks:
             geometry = mask_to_geometry(mask.mask, region, min_area=min_area, simplify=simplify)
             if geometry is not None:

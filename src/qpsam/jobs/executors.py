@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -50,7 +49,7 @@ class EngineSpec:
             return SamapiClient(self.server, token=self.token, model_type=self.model_type, weights=self.weights)
         from qpsam.engines import load_engine
 
-        options = {} if self.precision == "auto" else {"precision": self.precision}
+        options: dict[str, Any] = {} if self.precision == "auto" else {"precision": self.precision}
         return load_engine(self.model_type, weights=self.weights, device=self.device, engine=self.engine, **options)
 
     def portable(self) -> EngineSpec:
@@ -136,7 +135,8 @@ class DaskExecutor:
 
         # A worker started in another folder must find the same weights file as this process.
         jobs = [tuple(a.portable() if isinstance(a, EngineSpec) else a for a in args) for args in jobs]
-        futures: list[Future] = [self.client.submit(fn, *args, pure=False) for args in jobs]
+        futures: list[Any] = [  # dask's futures (keyed), not concurrent.futures'
+            self.client.submit(fn, *args, pure=False) for args in jobs]
         index = {f.key: i for i, f in enumerate(futures)}
         for future in as_completed(futures, loop=self.client.loop):  # our client need not be the default one
             try:
