@@ -6,7 +6,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from ..sam import MODEL_TYPES
+from ..sam import MODEL_TYPES, AutomaskParams
 
 __all__ = [
     "ModelType",
@@ -19,6 +19,8 @@ __all__ = [
 
 ModelType = Literal[MODEL_TYPES]  # type: ignore[valid-type]
 
+
+_AMG = AutomaskParams()
 
 class _Body(BaseModel):
     # The extension sends keys the server does not use (builderAsGroovyScript, ...): ignore them.
@@ -57,17 +59,18 @@ class AutoMaskBody(_Body):
 
     type: ModelType = "vit_h"
     b64img: str
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
-    crop_nms_thresh: float = 0.7
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
-    min_mask_region_area: int = 0
+    # The wire names are AutomaskParams' own; the defaults come from it (samapi's server defaults).
+    points_per_side: int = _AMG.points_per_side
+    points_per_batch: int = _AMG.points_per_batch
+    pred_iou_thresh: float = _AMG.pred_iou_thresh
+    stability_score_thresh: float = _AMG.stability_score_thresh
+    stability_score_offset: float = _AMG.stability_score_offset
+    box_nms_thresh: float = _AMG.box_nms_thresh
+    crop_n_layers: int = _AMG.crop_n_layers
+    crop_nms_thresh: float = _AMG.crop_nms_thresh
+    crop_overlap_ratio: float = _AMG.crop_overlap_ratio
+    crop_n_points_downscale_factor: int = _AMG.crop_n_points_downscale_factor
+    min_mask_region_area: int = _AMG.min_mask_region_area
     output_type: str = "Single mask"
     include_image_edge: bool = False
     checkpoint_url: Optional[str] = None
