@@ -17,6 +17,7 @@ from qpsam.jobs.report import RunReport
 from qpsam.jobs.runner import channel_params, engine_and_executor, run_job, spec_params, steps
 from qpsam.jobs.scripts import automask_specs, detection_specs
 from qpsam.objects import DEFAULT_PLANE, ImagePlane, ObjectType, PathObject, walk
+from qpsam.project import ProjectRef
 from qpsam.types import ImageProgress, Progress, StepProgress
 
 __all__ = ["automask", "automask_areas", "automask_target", "detect", "detect_target"]
@@ -25,7 +26,7 @@ Region4 = tuple[float, float, float, float]
 
 
 def detect(
-    project: Any,
+    project: ProjectRef,
     images: Sequence[str] | None = None,
     *,
     engine: Engine | EngineSpec = EngineSpec(),
@@ -86,7 +87,7 @@ def detect_target(model: Any, engine: Engine | EngineSpec, target: Target, optio
 
 
 def automask(
-    project: Any,
+    project: ProjectRef,
     images: Sequence[str] | None = None,
     *,
     engine: Engine | EngineSpec = EngineSpec(),

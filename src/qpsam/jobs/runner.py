@@ -20,6 +20,7 @@ from qpsam.jobs.report import RunReport
 from qpsam.jobs.scripts import write_scripts
 from qpsam.jobs.sources import ImageSource
 from qpsam.jobs.targets import project_targets
+from qpsam.project import ProjectRef
 from qpsam.types import ImageProgress, StepProgress
 
 __all__ = ["StepProgress", "channel_params", "engine_and_executor", "run_job", "spec_params", "steps",
@@ -76,7 +77,7 @@ def write_previews(folder: str | os.PathLike[str], name: str, source: ImageSourc
                       near(view.background, frame), near(view.areas, frame))
 
 
-def run_job(job: str, params: dict[str, Any], project: Any, images: Sequence[str] | None, work: Work, *,
+def run_job(job: str, params: dict[str, Any], project: ProjectRef, images: Sequence[str] | None, work: Work, *,
             channels: Sequence[Any] | None = None, backend: str = "auto", keep_version: bool | None = None,
             check: Callable[[Target], None] | None = None, inputs: Inputs | None = None, resume: bool = False,
             progress: ImageProgress | None = None, debug: bool = False,

@@ -15,6 +15,7 @@ from qpsam.geometry import Region
 from qpsam.groovy import describe, job_kind
 from qpsam.history import HistoryRecord, make_record
 from qpsam.jobs.batch import Change, Target
+from qpsam.project import Entry, Project, ProjectRef
 from qpsam.project.commit import done_before
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class EntrySource:
         return int(entry.size_t), int(entry.size_z)
 
 
-def select_entries(project: Any, images: Sequence[str] | None) -> list[Any]:
+def select_entries(project: Project, images: Sequence[str] | None) -> list[Entry]:
     """The entries named by id or name (all when ``images`` is empty), in the order given."""
     entries = list(project.images)
     if not images:
@@ -98,7 +99,7 @@ def _project_path(project: Any) -> str:
 
 
 @contextlib.contextmanager
-def project_targets(project: Any, images: Sequence[str] | None = None, channels: Sequence[Any] | None = None,
+def project_targets(project: ProjectRef, images: Sequence[str] | None = None, channels: Sequence[Any] | None = None,
                     *, backend: str = "auto", keep_version: bool | None = None) -> Iterator[list[Target]]:
     """Targets for the chosen entries of ``project`` (a path, opened ``r+`` for the run with ``backend``, or an
     open project); ``channels`` (:class:`qpsam.jobs.channels.ChannelChoice` values) restricts what SAM sees of
@@ -106,7 +107,8 @@ def project_targets(project: Any, images: Sequence[str] | None = None, channels:
     from qpsam.project import open_project
 
     own = isinstance(project, (str, os.PathLike))
-    opened = open_project(project, "r+", backend=cast("Backend", backend), keep_version=keep_version) if own else project
+    opened: Project = (open_project(project, "r+", backend=cast("Backend", backend), keep_version=keep_version)
+                       if isinstance(project, (str, os.PathLike)) else project)
     backend = getattr(opened, "backend", backend)
     try:
         path = str(project) if own else _project_path(opened)

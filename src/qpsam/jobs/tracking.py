@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from qpsam.engines.base import NamedModel, VideoEngine
+from qpsam.engines.base import Engine, NamedModel, VideoEngine
 from qpsam.errors import JobError
 from qpsam.geometry import Region, mask_to_geometry
 from qpsam.groovy import SequenceSpec, VideoPrompt
@@ -24,6 +24,7 @@ from qpsam.jobs.report import RunReport
 from qpsam.jobs.runner import run_job, spec_params
 from qpsam.jobs.scripts import connection, whole_region
 from qpsam.objects import ImagePlane, ObjectType, PathObject, walk
+from qpsam.project import ProjectRef
 from qpsam.prompts import PromptSet, prompts_from_objects, select_prompt_objects, vertices
 from qpsam.sam import DEFAULT_TRACK_MODEL, SAM2_TYPES, Prompt, check_model_type
 from qpsam.types import ImageProgress
@@ -217,7 +218,7 @@ def track_target(model: Any, engine: Any, target: Target, options: TrackOptions)
     return Change(added, removed, 1, tuple(sequence_specs(engine, plan, axis)), views=views)
 
 
-def track(project: Any, images: Sequence[str] | None = None, *, engine: Any = EngineSpec(DEFAULT_TRACK_MODEL),
+def track(project: ProjectRef, images: Sequence[str] | None = None, *, engine: Engine | EngineSpec = EngineSpec(DEFAULT_TRACK_MODEL),
           options: TrackOptions = TrackOptions(), executor: Any = "local", resume: bool = False,
           groovy: str | os.PathLike[str] | None = None, report: str | os.PathLike[str] | None = None,
           preview: str | os.PathLike[str] | None = None, progress: ImageProgress | None = None,

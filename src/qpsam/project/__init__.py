@@ -16,10 +16,10 @@ from typing import Literal
 
 from qpsam.errors import ProjectError
 
-from .base import MODES, Entry, Mode, Project
+from .base import MODES, Entry, Mode, Project, ProjectRef
 from .native import NativeEntry, NativeProject
 
-__all__ = ["open_project", "Project", "Entry", "Mode", "NativeProject", "NativeEntry", "MODES", "available_backends"]
+__all__ = ["open_project", "Project", "ProjectRef", "Entry", "Mode", "NativeProject", "NativeEntry", "MODES", "available_backends"]
 
 Backend = Literal["auto", "native", "paquo"]
 

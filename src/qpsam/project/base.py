@@ -31,6 +31,7 @@ from typing import (
     Protocol,
     Sequence,
     TypeVar,
+    Union,
 )
 
 import numpy as np
@@ -49,7 +50,7 @@ from .pixels import ChannelDisplay, ChannelInfo
 from .qpdata import QpData, summarize, write_qpdata
 
 __all__ = [
-    "Entry", "EntryBase", "IMAGE_TYPES", "MODES", "Mode", "Project", "ProjectBase", "ProjectLock",
+    "Entry", "EntryBase", "IMAGE_TYPES", "MODES", "Mode", "Project", "ProjectBase", "ProjectLock", "ProjectRef",
     "check_image_type", "default_image_type", "truncate_project", "writes",
 ]
 
@@ -616,3 +617,7 @@ class ProjectBase(ABC, Generic[E]):
         if not path.is_file():
             raise ProjectError(f"{path}: image file not found")
         return path
+
+
+#: What the jobs take: an open project, or the path of one (opened ``r+`` for the run).
+ProjectRef = Union[Project, str, "os.PathLike[str]"]
