@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -26,6 +26,7 @@ __all__ = [
     "ConceptEngine",
     "ConceptVideoEngine",
     "BatchEncoder",
+    "KeyedImages",
     "check_prompts",
     "prompt_batches",
     "collect_masks",
@@ -163,6 +164,18 @@ class ConceptVideoEngine(Protocol):
         max_frames: int | None = None,
     ) -> VideoMasks:
         """``{frame: {obj_id: Mask}}`` as :meth:`VideoEngine.propagate` returns."""
+
+
+@runtime_checkable
+class KeyedImages(Protocol):
+    """Images named by a key of their encoded bytes: a repeated key skips the decode and the content hash."""
+
+    @property
+    def image_key(self) -> str | None:
+        """The key of the current image, if it was set by key."""
+
+    def set_image_from(self, key: str, load: Callable[[], np.ndarray]) -> None:
+        """Make the image ``key`` names current; ``load`` gives its pixels when it is not current already."""
 
 
 @runtime_checkable

@@ -17,13 +17,12 @@ import numpy as np
 
 from ..errors import ModelError
 from ..sam import AutomaskParams, Mask, OutputType, Prompt, to_rgb8
+from ..types import Progress
 from .amg import generate_masks
 from .base import check_prompts, prompt_batches
 from .cache import CacheKey, Embedding, EmbeddingCache, default_cache, image_hash
 
 __all__ = ["CachedEngine"]
-
-Progress = Callable[[int, int], None]
 
 
 class CachedEngine(abc.ABC):
@@ -50,6 +49,7 @@ class CachedEngine(abc.ABC):
         self.encoder_runs = 0  # how often the image encoder ran (cache misses)
         self.last_from_cache = False
         self._image_shape: tuple[int, int] | None = None
+        self._image_key: str | None = None  # what set_image_from named the current image by
 
     # ------------------------------------------------------------------------------------ what a model supplies
 
@@ -94,11 +94,28 @@ class CachedEngine(abc.ABC):
         """The embedding cache's key for an RGB uint8 image on this model and weights."""
         return CacheKey(f"{self.model_type}{self.cache_tag}", self.weights_sha256, image_hash(rgb))
 
+    @property
+    def image_key(self) -> str | None:
+        """The key :meth:`set_image_from` made the current image current with (None after a plain set_image)."""
+        return self._image_key
+
+    def set_image_from(self, key: str, load: Callable[[], np.ndarray]) -> None:
+        """Make the image that ``key`` names current, calling ``load`` for its pixels only when it is not current
+        already. ``key`` must identify the pixels (a digest of the encoded file, say): the server's hot path,
+        where another prompt on the same view then costs neither an image decode nor a hash."""
+        with self.lock:
+            if key == self._image_key and self._image_shape is not None and self._image_ready():
+                self.last_from_cache = True
+                return
+            self.set_image(load())
+            self._image_key = key
+
     def set_image(self, image: np.ndarray) -> None:
         """Make ``image`` current, running the encoder only when the cache lacks it."""
         rgb = to_rgb8(image)
         key = self._cache_key(rgb)
         with self.lock:
+            self._image_key = None
             cached = self.cache.get(key) if self.cache is not None else None
             if cached is not None:
                 self._restore(cached, rgb)
@@ -136,4 +153,5 @@ class CachedEngine(abc.ABC):
     ) -> list[Mask]:
         """Segment everything in ``image`` (which becomes the current image)."""
         with self.lock:
+            self._image_key = None
             return self._generate(image, params, progress)

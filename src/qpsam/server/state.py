@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Optional
 
@@ -16,7 +17,7 @@ from .shutdown import Shutdown
 from .uploads import UploadStore
 from .weights_api import WeightsService
 
-__all__ = ["ServerState", "AppState", "app_state", "install_state"]
+__all__ = ["ServerState", "AppState", "app_state", "image_key", "install_state"]
 
 # samapi's SAM3 prompt state: boxes per (model type, checkpoint_url), accumulated until ``reset_prompts``.
 Sam3Boxes = dict[tuple[str, Optional[str]], dict[str, Any]]
@@ -32,14 +33,22 @@ class ServerState:
     weights: WeightsService
     uploads: UploadStore
     sam3_state: Sam3Boxes = field(default_factory=dict)
+    images_decoded: int = 0  # requests whose image had to be decoded (the hot path skips it)
 
     def decode(self, b64: str, field: str = "b64img") -> np.ndarray:
         """A base64 image of a request, within this server's pixel limit."""
-        return decode_b64_image(b64, field=field, max_pixels=self.settings.max_image_pixels)
+        image = decode_b64_image(b64, field=field, max_pixels=self.settings.max_image_pixels)
+        self.images_decoded += 1
+        return image
 
     def engine_for(self, model_type: str, checkpoint_url: str | None) -> Engine:
         """The loaded engine for a request's model and ``checkpoint_url`` (checked against the weights registry)."""
         return self.host.engine(model_type, self.weights.resolve(model_type, checkpoint_url))
+
+
+def image_key(b64: str) -> str:
+    """A key of a request's image as sent (its base64 text): equal keys mean equal bytes, so equal pixels."""
+    return hashlib.blake2b(b64.encode("utf-8", "surrogatepass"), digest_size=20).hexdigest()
 
 
 def install_state(app: FastAPI, state: ServerState) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from ...engines.base import ConceptEngine
+from ...engines.base import ConceptEngine, KeyedImages
 from ...errors import PromptError
 from ...sam import Mask, OutputType
 from ..features import mask_features
@@ -16,7 +17,7 @@ from ..host import ModelUnavailable
 from ..limits import MAX_BOXES
 from ..routing import slash_twins
 from ..schemas import SAM3Body, SAMBody
-from ..state import AppState
+from ..state import AppState, image_key
 
 __all__ = ["router"]
 
@@ -33,13 +34,30 @@ def predict(state: AppState, body: SAMBody) -> JSONResponse:
     request_prompt = prompt(body.bbox, body.point_coords, body.point_labels)
     if body.b64mask:
         log.info("b64mask ignored: a mask image cannot stand in for SAM's low-resolution logits")
-    image = state.decode(body.b64img)
     engine = state.engine_for(body.type, body.checkpoint_url)
     output = OutputType.MULTI_ALL if body.multimask_output else OutputType.SINGLE
+    if not isinstance(engine, KeyedImages):
+        image = state.decode(body.b64img)
 
-    def run() -> list[Mask]:
-        engine.set_image(image)
+        def run() -> list[Mask]:
+            engine.set_image(image)
+            return engine.predict([request_prompt], output)[0]
+
+        return JSONResponse(mask_features(state.host.run(run), body.type))
+
+    # The hot path: another prompt on the view the engine holds costs no decode and no hash. The key is read
+    # outside the inference thread only as a hint; set_image_from decides under the engine's lock.
+    key = image_key(body.b64img)
+    decoded = None if engine.image_key == key else state.decode(body.b64img)
+
+    def load() -> np.ndarray:
+        return decoded if decoded is not None else state.decode(body.b64img)
+
+    def run_keyed() -> list[Mask]:
+        engine.set_image_from(key, load)
         return engine.predict([request_prompt], output)[0]
+
+    return JSONResponse(mask_features(state.host.run(run_keyed), body.type))
 
     return JSONResponse(mask_features(state.host.run(run), body.type))
 
