@@ -451,10 +451,10 @@ def baseline_child(slide: Path, out: Path, points_per_side: int, tile: int, over
     warnings.filterwarnings("ignore")
     import tifffile
     import torch
-    from qpsam.weights import resolve_weights
 
     from qpsam.engines._torch import load_into, read_checkpoint
     from qpsam.engines.torch_sam import build_sam1
+    from qpsam.engines.weights import resolve_weights
     from qpsam.geometry import Region, mask_to_geometry
 
     try:

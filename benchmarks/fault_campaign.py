@@ -246,7 +246,7 @@ def _race_worker(project: str, index: int, rounds: int, start: Any, done: Any, h
 
     from qpsam.objects import PathObject
     from qpsam.project import open_project
-    from qpsam.project.native import ProjectLock
+    from qpsam.project.base import ProjectLock
 
     lock = ProjectLock(Path(project) / "project.qpproj")
     ledger = Path(project) / "ledger.json"
@@ -388,7 +388,7 @@ def full_disk(args: argparse.Namespace, work: Path) -> Row:
             geojson.write(fs / "export.geojson", [PathObject(box(0, 0, 9, 9), name=f"e{n}")] * 1)
 
         def append_history() -> None:
-            history.record_run(project, f"key-{n}", "1")
+            history.append(project, history.make_record("qpsam", "1", run_key=f"key-{n}"))
 
         shutil.copy(project.parent / "img.tif", fs / "img.tif")
         operations = {"save": save_objects, "import": import_geojson, "new project": new_project,
@@ -659,10 +659,10 @@ def _corrupt_history(row: Row, project: Path) -> None:
                         ("wrong types", b'{"kind":"a","image_id":"1","time":"t","qpsam_version":"x","params":5}'),
                         ("deep nesting", b"[" * 100_000), ("NUL bytes", b"\0" * 50)):
         path.unlink(missing_ok=True)
-        history.record_run(project, "before", "1")
+        history.append(project, history.make_record("qpsam", "1", run_key="before"))
         with path.open("ab") as fh:
             fh.write(junk + b"\n")
-        history.record_run(project, "after", "1")
+        history.append(project, history.make_record("qpsam", "1", run_key="after"))
 
         def read() -> list[str | None]:
             with warnings.catch_warnings():
