@@ -247,3 +247,16 @@ def test_predict_needs_an_image_and_prompts(nuclei):
     with pytest.raises(ModelError, match="not a qpsam Prompt"):
         eng.set_image(nuclei[0])
         eng.predict([(0, 0, 5, 5)])  # type: ignore[list-item]
+
+
+def test_video_objects_key_prompts_by_object() -> None:
+    from qpsam.engines.base import video_objects
+
+    cell = Prompt(box=(1, 1, 5, 5), key="cell")
+    loose = Prompt(box=(2, 2, 6, 6))
+    prompts = {3: [cell, loose], 0: [loose, Prompt(points=((4, 4),), labels=(1,), key="cell")]}
+    plan, names = video_objects(prompts)
+    # frame order; "cell" is one object on both frames; each keyless prompt is an object of its own
+    assert [(frame, obj_id) for frame, obj_id, _ in plan] == [(0, 0), (0, 1), (3, 1), (3, 2)]
+    assert names == {0: ("prompt", 0, 0), 1: "cell", 2: ("prompt", 3, 1)}
+    assert plan[2][2] is cell

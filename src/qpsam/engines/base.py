@@ -27,6 +27,7 @@ __all__ = [
     "ConceptVideoEngine",
     "BatchEncoder",
     "KeyedImages",
+    "video_objects",
     "check_prompts",
     "prompt_batches",
     "collect_masks",
@@ -136,6 +137,22 @@ class VideoEngine(Protocol):
         progress: Progress | None = None,
     ) -> VideoMasks:
         """``{frame: {prompt key: Mask}}`` for the frames where an object was found."""
+
+
+def video_objects(prompts: Mapping[int, Sequence[Prompt]]) -> tuple[list[tuple[int, int, Prompt]], dict[int, Any]]:
+    """The prompts of a video as ``(frame, object id, prompt)`` in frame order, and the key of each object id.
+
+    A prompt's ``key`` names its object (the same key on several frames is one object); a prompt without a key is
+    an object of its own. Ids count from 0 in the order objects first appear. Every :class:`VideoEngine` keys its
+    masks this way, local or remote.
+    """
+    ids: dict[Any, int] = {}
+    plan = []
+    for frame, frame_prompts in sorted(prompts.items()):
+        for j, prompt in enumerate(frame_prompts):
+            key = prompt.key if prompt.key is not None else ("prompt", int(frame), j)
+            plan.append((int(frame), ids.setdefault(key, len(ids)), prompt))
+    return plan, {v: k for k, v in ids.items()}
 
 
 @runtime_checkable

@@ -86,7 +86,7 @@ class OnnxSamEngine(CachedEngine):
         precision: str = "auto",
     ) -> None:
         info = check_model_type(model_type)
-        if info.family not in ("sam1", "mobile_sam"):
+        if not info.sam1:
             raise ModelError(
                 f"the onnx engine runs SAM1-family models (vit_h, vit_l, vit_b, vit_t), not {model_type}; "
                 "use engine='torch'"

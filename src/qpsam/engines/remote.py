@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import ServerError
 from ..sam import DEFAULT_MODEL, AutomaskParams, Mask, OutputType, Prompt, select_masks, to_rgb8
 from ..types import Progress
+from .base import video_objects
 
 __all__ = ["SamapiClient", "normalise_url", "features_to_masks"]
 
@@ -430,18 +431,16 @@ class SamapiClient:
             self._request("POST", "upload/", data={"dirname": dirname}, files=files)
             if progress:
                 progress(i + 1, len(rgb) + 1)
-        ids: dict[Any, int] = {}
+        plan, names = video_objects(prompts)
         objs: dict[str, list[dict[str, Any]]] = {}
-        for frame_idx, frame_prompts in sorted(prompts.items()):
-            for j, prompt in enumerate(frame_prompts):
-                key = prompt.key if prompt.key is not None else ("prompt", int(frame_idx), j)
-                obj: dict[str, Any] = {"obj_id": ids.setdefault(key, len(ids))}
-                if prompt.box is not None:
-                    obj["bbox"] = [int(round(v)) for v in prompt.box]
-                if prompt.points:
-                    obj["point_coords"] = [[int(np.floor(x)), int(np.floor(y))] for x, y in prompt.points]
-                    obj["point_labels"] = list(prompt.labels)
-                objs.setdefault(str(int(frame_idx)), []).append(obj)
+        for frame_idx, obj_id, prompt in plan:
+            obj: dict[str, Any] = {"obj_id": obj_id}
+            if prompt.box is not None:
+                obj["bbox"] = [int(round(v)) for v in prompt.box]
+            if prompt.points:
+                obj["point_coords"] = [[int(np.floor(x)), int(np.floor(y))] for x, y in prompt.points]
+                obj["point_labels"] = list(prompt.labels)
+            objs.setdefault(str(frame_idx), []).append(obj)
         body: dict[str, Any] = {"type": self.model_type, "dirname": dirname, "axes": "XYT", "plane_position": 0, "objs": objs}
         if start_frame is not None:
             body["start_frame_idx"] = int(start_frame)
@@ -452,7 +451,7 @@ class SamapiClient:
         if lossless:
             body["reverse"] = bool(reverse)  # a qpsam extension; samapi would ignore the key
         features = self._request("POST", "video/", json=body)
-        return self._video_masks(features, rgb[0].shape[:2], {v: k for k, v in ids.items()}, lossless, progress, len(rgb))
+        return self._video_masks(features, rgb[0].shape[:2], names, lossless, progress, len(rgb))
 
     def _video_masks(
         self, features: Any, shape: tuple[int, int], keys: dict[int, Any], lossless: bool,

@@ -18,6 +18,7 @@ from ..errors import ModelError
 from ..sam import Mask, OutputType, Prompt, check_model_type, to_rgb8
 from ..types import Progress
 from ._torch import autocast, autocast_dtype, collect_torch_masks, load_into, pick_device, read_checkpoint
+from .base import video_objects
 from .cache import Embedding, EmbeddingCache
 from .cached import CachedEngine
 from .weights import resolve_weights, weights_sha256
@@ -254,15 +255,10 @@ class Sam2Engine(CachedEngine):
         with self.lock:
             data = self._frames_tensor(frames)
             n = int(data.images.shape[0])
-            keys: dict[Any, int] = {}
-            plan: list[tuple[int, int, Prompt]] = []
-            for frame, frame_prompts in sorted(prompts.items()):
+            for frame in sorted(prompts):
                 if not 0 <= int(frame) < n:
                     raise ModelError(f"prompt on frame {frame}, but there are {n} frames (0..{n - 1})")
-                for j, prompt in enumerate(frame_prompts):
-                    key = prompt.key if prompt.key is not None else ("prompt", int(frame), j)
-                    obj_id = keys.setdefault(key, len(keys))
-                    plan.append((int(frame), obj_id, prompt))
+            plan, names = video_objects(prompts)
             start = min(f for f, _, _ in plan) if start_frame is None else int(start_frame)
             if not 0 <= start < n:
                 raise ModelError(f"start frame {start} is outside 0..{n - 1}")
@@ -271,7 +267,6 @@ class Sam2Engine(CachedEngine):
             # sam2 yields the start frame in both directions and skips the backward pass from frame 0
             backward_frames = (start - max(0, start - limit) + 1) if reverse and start > 0 else 0
             total = forward_frames + backward_frames
-            names = {v: k for k, v in keys.items()}
             out: dict[int, dict[Any, Mask]] = {}
             done = 0
             offload = self.device.type != "cpu"

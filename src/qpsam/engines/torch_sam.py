@@ -74,7 +74,7 @@ class TorchSamEngine(CachedEngine):
         max_batch: int | None = None,
     ) -> None:
         info = check_model_type(model_type)
-        if info.family not in ("sam1", "mobile_sam"):
+        if not info.sam1:
             raise ModelError(f"model type {model_type} is not a SAM1-family model (vit_h, vit_l, vit_b, vit_t)")
         self.model_type = info.type
         self.device = pick_device(device)
