@@ -332,6 +332,70 @@ def test_another_prompt_on_the_same_view_skips_decode_and_hash(ext_url: str, ser
     assert state.images_decoded == decoded + 2
 
 
+def test_a_view_sent_in_other_bytes_is_keyed_apart_but_shares_the_encoding(
+    ext_url: str, server: Any, nuclei: Any
+) -> None:
+    # The key names the bytes sent, not the pixels: the same view in other bytes (another PNG compression level)
+    # misses the key, is decoded, and then finds its encoding in the pixel-keyed embedding cache.
+    from PIL import Image
+
+    _, rgb, labels = _crop(nuclei, 256, 384, 128)  # a view no other test of this module encodes
+    box = _nucleus_box(labels)[0]
+    state = app_state(server.app)
+    cache = state.host.cache
+    plain = _png_b64(rgb)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG", compress_level=0)
+    loose = base64.b64encode(buf.getvalue()).decode("ascii")
+    assert loose != plain
+
+    def ask(b64: str) -> list[dict[str, Any]]:
+        r = _post_like_extension(ext_url, {"type": "vit_t", "bbox": box, "b64img": b64, "checkpoint_url": VIT_T_URL})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    first = ask(plain)
+    decoded, misses = state.images_decoded, cache.stats().misses
+    assert ask(loose) == first
+    assert state.images_decoded == decoded + 1 and cache.stats().misses == misses
+
+
+def test_timing_header_names_the_stages_only_when_asked(
+    ext_url: str, weights_file: Path, home: Path, nuclei: Any
+) -> None:
+    from qpsam.server.timing import parse_server_timing
+
+    _, rgb, labels = _crop(nuclei, 384, 256, 128)  # a view no other test of this module encodes
+    b64 = _png_b64(rgb)
+    boxes = [_nucleus_box(labels, rank)[0] for rank in range(2)]
+    body = {"type": "vit_t", "bbox": boxes[0], "b64img": b64, "checkpoint_url": VIT_T_URL}
+    plain = _post_like_extension(ext_url, body)
+    assert plain.status_code == 200 and "server-timing" not in plain.headers  # off by default
+
+    settings = Settings(home=home / "timed", device="cpu", timing=True)
+    with ServerThread(create_app(settings)) as timed, httpx.Client(timeout=120) as client:
+        answers = [client.post(timed.url, json={**body, "bbox": box}) for box in boxes]
+    for r in answers:
+        assert r.status_code == 200 and len(r.json()) == 1, r.text
+    new_view, same_view = (parse_server_timing(r.headers["server-timing"]) for r in answers)
+    stages = {"route", "read", "parse", "engine", "key", "hop", "model", "polygon", "json"}
+    assert stages | {"image"} == set(new_view)  # the first prompt decodes the image...
+    assert stages == set(same_view)  # ...the next one on the same bytes does not
+    assert all(v >= 0 for v in [*new_view.values(), *same_view.values()])
+
+
+def test_server_thread_turns_nagle_off(server: Any) -> None:
+    # Nagle's algorithm on a kept-alive connection held each answer's body until the client's delayed ACK (40 ms
+    # a request): asyncio turns it off only on sockets whose protocol is TCP by name, so ServerThread's must be.
+    import socket
+
+    with httpx.Client() as client:
+        assert client.get(server.url + "version/").status_code == 200
+        sockets = [c.transport.get_extra_info("socket") for c in list(server.server.server_state.connections)]
+        assert sockets, "the kept-alive connection is open"
+        assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
+
+
 def test_the_model_loads_once(ext_url: str, server: Any, nuclei: Any) -> None:
     _, rgb, labels = _crop(nuclei, 0, 0, 128)
     box, _ = _nucleus_box(labels)
@@ -570,6 +634,10 @@ def test_bad_input_gets_4xx_with_a_message(server: Any, ext_url: str, nuclei: An
         "sam3 on /sam/": (post({**good, "type": "sam3"}), 422, "sam3"),
         "too many pixels": (post({**good, "b64img": _png_b64(np.zeros((700, 700, 3), np.uint8))}), 413, "pixels"),
         "body too large": (post({**good, "b64img": "A" * (7 * 1024 * 1024)}), 413, "larger"),
+        "empty body": (post(None, b""), 422, "body"),
+        "a JSON array": (post(None, json.dumps([good]).encode()), 422, "body"),
+        "form content type": (httpx.post(ext_url, content=json.dumps(good).encode(),
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"}), 422, "JSON"),
     }
     for name, (response, status, needle) in cases.items():
         assert response.status_code == status, (name, response.text)

@@ -79,10 +79,12 @@ def _trace(mask: np.ndarray) -> list[Polygon]:
     """Exact pixel-edge polygons (with holes) of a 2-D boolean mask, in mask pixel coordinates."""
     import cv2
 
-    rows, cols = np.nonzero(mask)
+    # The bounding box from per-axis any(): a full nonzero() of a large mask costs more than the trace itself.
+    rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return []
-    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    cols = np.flatnonzero(mask.any(axis=0))
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     crop = mask[r0:r1, c0:c1].astype(np.uint8)
     # Upsampling by two makes OpenCV's boundary-pixel centres map exactly onto pixel corners:
     # a boundary pixel at upsampled index u lies on the original corner (u + 1) // 2.

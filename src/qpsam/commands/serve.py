@@ -51,6 +51,10 @@ def app_from_env() -> object:
     type=click.IntRange(1), help="Memory for one batch of automask points (larger batches are split).",
 )
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--timing", is_flag=True, default=False,
+    help="Answer each prompt with a Server-Timing header: milliseconds per stage (body read, parse, decoder, ...).",
+)
 def serve(
     host: str,
     port: int,
@@ -66,6 +70,7 @@ def serve(
     max_automask_crops: int,
     automask_batch_mb: int,
     log_level: str,
+    timing: bool,
 ) -> None:
     """Serve SAM over HTTP with samapi's protocol.
 
@@ -89,6 +94,7 @@ def serve(
         max_automask_points=max_automask_points,
         max_automask_crops=max_automask_crops,
         automask_batch_bytes=automask_batch_mb * 1024 * 1024,
+        timing=True if timing else None,  # without the flag QPSAM_SERVER_TIMING decides
     )
     if host not in ("127.0.0.1", "localhost", "::1") and settings.token is None:
         click.echo(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from shapely.geometry import mapping
+import shapely
+from shapely.geometry import MultiPolygon, Polygon, mapping
 from shapely.geometry.base import BaseGeometry
 
 from ..geometry import mask_to_geometry
@@ -24,10 +25,28 @@ def _round_coords(value: Any) -> Any:
     return value
 
 
+def _ring_json(ring: Any) -> list[list[float]]:
+    xy = shapely.get_coordinates(ring)
+    # Traced masks lie on pixel corners: whole numbers need no rounding (the common case, one array pass).
+    if np.array_equal(xy, np.rint(xy)):
+        return xy.tolist()
+    return [[round(x, _DECIMALS), round(y, _DECIMALS)] for x, y in xy.tolist()]
+
+
+def _polygon_json(polygon: Polygon) -> list[list[list[float]]]:
+    return [_ring_json(polygon.exterior), *(_ring_json(r) for r in polygon.interiors)]
+
+
 def geometry_json(geometry: BaseGeometry, plane: dict[str, int] | None = None) -> dict[str, Any]:
     """A GeoJSON geometry dict (``type`` then ``coordinates``, then the non-standard ``plane``)."""
-    raw = mapping(geometry)
-    out: dict[str, Any] = {"type": raw["type"], "coordinates": _round_coords(raw["coordinates"])}
+    out: dict[str, Any]
+    if isinstance(geometry, Polygon) and not geometry.is_empty and not geometry.has_z:
+        out = {"type": "Polygon", "coordinates": _polygon_json(geometry)}
+    elif isinstance(geometry, MultiPolygon) and not geometry.is_empty and not geometry.has_z:
+        out = {"type": "MultiPolygon", "coordinates": [_polygon_json(p) for p in geometry.geoms]}
+    else:
+        raw = mapping(geometry)
+        out = {"type": raw["type"], "coordinates": _round_coords(raw["coordinates"])}
     if plane is not None:
         out["plane"] = dict(plane)
     return out

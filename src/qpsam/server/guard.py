@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from typing import Any, Awaitable, Callable
 
 from starlette.exceptions import HTTPException
 
 from .shutdown import STOPPING_MESSAGE, Shutdown
 
-__all__ = ["Guard", "OPEN_PATHS", "TOKEN_PREFIX"]
+__all__ = ["Guard", "OPEN_PATHS", "TOKEN_PREFIX", "ARRIVED"]
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -24,6 +25,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 OPEN_PATHS = frozenset({"/sam/version/", "/sam/version", "/health", "/health/", "/sam/health/", "/sam/health"})
 TOKEN_PREFIX = "/t/"
+ARRIVED = "qpsam.arrived"  # scope key: perf_counter() when the request reached the guard
 
 
 class _TooLarge(HTTPException):
@@ -75,6 +77,7 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope[ARRIVED] = time.perf_counter()  # where a request's stage timer starts (.timing)
         if self.shutdown is not None and self.shutdown.is_set():
             # Requests that arrive on open connections while the server stops are not started.
             await _send_json(send, 503, STOPPING_MESSAGE, [(b"connection", b"close")])

@@ -11,6 +11,7 @@ same view) skips the image encoder, and concurrent clients with different images
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -60,8 +61,7 @@ class _DaemonWorker:
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
                 future.set_exception(exc)
 
-    def call(self, fn: Callable[[], T]) -> T:
-        """``fn()`` in the worker thread; :class:`ServerStopping` as soon as the server stops."""
+    def _submit(self, fn: Callable[[], Any]) -> Future:
         self._shutdown.check()
         with self._start_lock:
             if self._thread is None:
@@ -69,6 +69,11 @@ class _DaemonWorker:
                 self._thread.start()
         future: Future = Future()
         self._queue.put((fn, future))
+        return future
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()`` in the worker thread; :class:`ServerStopping` as soon as the server stops."""
+        future = self._submit(fn)
         while True:
             try:
                 return future.result(timeout=0.05)
@@ -76,6 +81,23 @@ class _DaemonWorker:
                 if self._shutdown.is_set():
                     future.cancel()
                     raise ServerStopping() from None
+
+    async def call_async(self, fn: Callable[[], T]) -> T:
+        """:meth:`call` for a coroutine: the event loop waits for ``fn`` without a thread of its own waiting."""
+        future = self._submit(fn)
+        waiter = asyncio.wrap_future(future)
+        while True:
+            try:
+                done, _ = await asyncio.wait((waiter,), timeout=0.05)
+            except asyncio.CancelledError:
+                future.cancel()  # the request was abandoned: a call that has not started never does
+                raise
+            if done:
+                return waiter.result()
+            if self._shutdown.is_set():
+                future.cancel()
+                waiter.cancel()
+                raise ServerStopping()
 
 
 class ModelHost:
@@ -111,6 +133,20 @@ class ModelHost:
                 return engine
         return self._loader.call(lambda: self._load(key))
 
+    def engine_if_loaded(self, model_type: str, checkpoint_url: str | None) -> Engine | None:
+        """The engine for this model when it is loaded and no load holds the lock; None otherwise. Never waits,
+        so the event loop may ask (and hand anything else to :meth:`engine` in a worker thread)."""
+        if not self._load_lock.acquire(blocking=False):
+            return None
+        try:
+            key = (model_type, checkpoint_url)
+            engine = self._engines.get(key)
+            if engine is not None:
+                self._engines.move_to_end(key)
+            return engine
+        finally:
+            self._load_lock.release()
+
     def _load(self, key: tuple[str, str | None]) -> Engine:
         model_type, checkpoint_url = key
         with self._load_lock:
@@ -139,6 +175,11 @@ class ModelHost:
         next progress call when they are given :meth:`check` as their ``progress``.
         """
         return self._inference.call(fn)
+
+    async def run_async(self, fn: Callable[[], T]) -> T:
+        """:meth:`run` awaited from the event loop: one thread hop to the inference thread and back instead of
+        two (a request thread, then the inference thread), which a loaded CPU pays for in scheduling delays."""
+        return await self._inference.call_async(fn)
 
     def check(self, *_: Any) -> None:
         """An engine ``progress`` callback that stops the work once the server stops."""

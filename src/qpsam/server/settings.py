@@ -24,6 +24,15 @@ def _default_home() -> Path:
     return Path(cache) / "qpsam" / "server"
 
 
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1/true/yes/on or 0/false/no/off, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Server configuration.
@@ -33,6 +42,7 @@ class Settings:
     both answer 413 beyond. ``cache_bytes``: memory for cached image embeddings, shared by all requests.
     ``max_models``: models kept loaded at once (least recently used goes first). ``home``: where uploads,
     download progress and the cancel flag live (fixed names only; nothing there is named by a client).
+    ``timing``: answer prompts with a ``Server-Timing`` header of their stages (:mod:`.timing`; for profiling).
     """
 
     device: str = "auto"
@@ -47,6 +57,7 @@ class Settings:
     max_automask_points: int = 2 * 1024 * 1024
     max_automask_crops: int = 341  # crop_n_layers up to 4
     automask_batch_bytes: int = 2 * 1024 * 1024 * 1024
+    timing: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -76,6 +87,8 @@ class Settings:
                 values[f.name] = Path(raw)
             elif f.name == "upload_ttl_s":
                 values[f.name] = float(raw)
+            elif f.name == "timing":
+                values[f.name] = _flag(_ENV_PREFIX + f.name.upper(), raw)
             else:
                 values[f.name] = int(raw)
         values.update({k: v for k, v in overrides.items() if v is not None})

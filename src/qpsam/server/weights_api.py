@@ -94,14 +94,21 @@ class WeightsService:
         return out
 
     # ------------------------------------------------------------------ resolving a request's checkpoint_url
+    @staticmethod
+    def is_default(model_type: str, checkpoint_url: str | None) -> bool:
+        """Whether ``checkpoint_url`` names the default weights without a look at the registry: none, ``default``
+        or the official URL (what the QuPath extension sends). Reads no file, so the event loop may ask."""
+        return checkpoint_url in (None, "", "default") or checkpoint_url == registry.default_weights(model_type).url
+
     def resolve(self, model_type: str, checkpoint_url: str | None) -> str | None:
         """What to hand to the engine for ``checkpoint_url``: ``None`` (default weights) or a registry path.
 
         Only the default URL, registered weights and catalog URLs are accepted; anything else (a local path,
         ``file:``, an unknown URL) is rejected rather than fetched or opened.
         """
-        if checkpoint_url is None or checkpoint_url == "" or checkpoint_url == "default":
+        if self.is_default(model_type, checkpoint_url):
             return None
+        assert checkpoint_url is not None
         official = registry.default_weights(model_type)
         records = registry.list_weights(model_type)
         if checkpoint_url.startswith(LOCAL_SCHEME + ":"):

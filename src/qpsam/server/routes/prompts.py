@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
+from typing import Callable
 
 import numpy as np
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from ...engines.base import ConceptEngine, KeyedImages
 from ...errors import PromptError
@@ -16,7 +19,7 @@ from ..fields import prompt, xywh_to_xyxy
 from ..host import ModelUnavailable
 from ..limits import MAX_BOXES
 from ..routing import slash_twins
-from ..schemas import SAM3Body, SAMBody
+from ..schemas import SAM3Body, SAMBody, body_schema, parse_body
 from ..state import AppState, image_key
 
 __all__ = ["router"]
@@ -27,39 +30,73 @@ router = APIRouter()
 route = slash_twins(router)
 
 
-@route("POST", "/sam/")
-def predict(state: AppState, body: SAMBody) -> JSONResponse:
+# Masks of images up to this many pixels become polygons on the event loop (well under a millisecond for the
+# extension's 512x512 views); larger ones in a worker thread, so that one huge mask cannot stall other requests.
+_INLINE_FEATURE_PIXELS = 2048 * 2048
+
+
+@route("POST", "/sam/", openapi_extra=body_schema(SAMBody))
+async def predict(request: Request, state: AppState) -> Response:
+    # A coroutine that reads its own body: the extension's every click is another prompt on the view the engine
+    # holds, and then costs one JSON pass, one hash and one hop to the inference thread and back (a sync handler
+    # added a hop through FastAPI's thread pool; a body parameter parsed the JSON into dicts, then validated those).
+    timer = state.timer(request)
+    timer.mark("route")
+    raw = await request.body()
+    timer.mark("read")
+    body = parse_body(SAMBody, raw, request.headers.get("content-type"))
+    del raw
     if body.type == "sam3":
         raise PromptError("type sam3 takes text and XYWH boxes: send it to /sam/sam3/")
     request_prompt = prompt(body.bbox, body.point_coords, body.point_labels)
+    timer.mark("parse")
     if body.b64mask:
         log.info("b64mask ignored: a mask image cannot stand in for SAM's low-resolution logits")
-    engine = state.engine_for(body.type, body.checkpoint_url)
+    engine = await state.engine_async(body.type, body.checkpoint_url)
+    timer.mark("engine")
     output = OutputType.MULTI_ALL if body.multimask_output else OutputType.SINGLE
+    b64 = body.b64img
+    run: Callable[[], tuple[list[Mask], float]]
     if not isinstance(engine, KeyedImages):
-        image = state.decode(body.b64img)
+        image = await run_in_threadpool(state.decode, b64)
+        timer.mark("image")
 
-        def run() -> list[Mask]:
+        def run() -> tuple[list[Mask], float]:
+            start = time.perf_counter()
             engine.set_image(image)
-            return engine.predict([request_prompt], output)[0]
+            return engine.predict([request_prompt], output)[0], time.perf_counter() - start
 
-        return JSONResponse(mask_features(state.host.run(run), body.type))
+    else:
+        # The hot path: another prompt on the view the engine holds costs no decode. The key is compared outside
+        # the inference thread only as a hint; set_image_from decides under the engine's lock.
+        keyed = engine
+        key = image_key(b64)
+        timer.mark("key")
+        decoded = None
+        if keyed.image_key != key:
+            decoded = await run_in_threadpool(state.decode, b64)
+            timer.mark("image")
 
-    # The hot path: another prompt on the view the engine holds costs no decode and no hash. The key is read
-    # outside the inference thread only as a hint; set_image_from decides under the engine's lock.
-    key = image_key(body.b64img)
-    decoded = None if engine.image_key == key else state.decode(body.b64img)
+        def load() -> np.ndarray:
+            return decoded if decoded is not None else state.decode(b64)
 
-    def load() -> np.ndarray:
-        return decoded if decoded is not None else state.decode(body.b64img)
+        def run() -> tuple[list[Mask], float]:
+            start = time.perf_counter()
+            keyed.set_image_from(key, load)
+            return engine.predict([request_prompt], output)[0], time.perf_counter() - start
 
-    def run_keyed() -> list[Mask]:
-        engine.set_image_from(key, load)
-        return engine.predict([request_prompt], output)[0]
-
-    return JSONResponse(mask_features(state.host.run(run_keyed), body.type))
-
-    return JSONResponse(mask_features(state.host.run(run), body.type))
+    masks, model_s = await state.host.run_async(run)
+    timer.add("model", model_s)
+    timer.mark("hop", exclude=model_s)
+    if sum(m.mask.size for m in masks) <= _INLINE_FEATURE_PIXELS:
+        features = mask_features(masks, body.type)
+    else:
+        features = await run_in_threadpool(mask_features, masks, body.type)
+    timer.mark("polygon")
+    response = JSONResponse(features)
+    timer.mark("json")
+    response.headers.update(timer.header())
+    return response
 
 
 @route("POST", "/sam/sam3/")
