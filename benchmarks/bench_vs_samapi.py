@@ -2,8 +2,8 @@
 
 Each round starts samapi (``uvicorn samapi.main:app``, 1 worker, loopback) from its own virtual environment,
 measures it, stops it, then does the same with ``qpsam serve`` (a subprocess of this Python, ``--device cpu``, the
-default engine: ONNX Runtime when it is installed). Every server is started fresh in every round, so start-up is
-measured each time. The client is httpx, one keep-alive connection per client; request bodies are built (PNG,
+default engine: ONNX Runtime when it is installed); the order alternates from round to round. Every server is
+started fresh in every round, so start-up is measured each time. The client is httpx, one keep-alive connection per client; request bodies are built (PNG,
 base64, JSON) before the timer, which is around the POST alone. Rows (median over requests, then median over
 rounds; ratio = samapi / qpsam):
 
@@ -23,12 +23,15 @@ rounds) decodes the same boxes on the same view, each right after the server ans
 floor for a cached request, timed under the same load, so "cached request <= 1.5x the decoder" reads from the
 same run. Without ``--samapi-python`` the script exits with status 2 and measures nothing.
 
-samapi needs its own set-up (see the issue's notes: a Python 3.11 venv with torch, samapi 0.7.1 and its two
-patches, ``mobile_sam.pt`` and its sidecar under ``<root>/vit_t/``). Idle machine, full run::
+samapi runs from its own folder, outside this repository: a Python 3.11 venv with torch 2.14.1, samapi 0.7.1
+(installed ignoring its requires-python) with MobileSAM and sam2 from ksugar's forks, two small patches (only vit_t
+is registered at start-up when ANCHOR_ONLY_VIT_T is set; a sam3 annotation made a string so that it imports
+without sam3), and ``mobile_sam.pt`` with its ``{type, name, url}`` sidecar under ``<root>/vit_t/`` (see
+``shared/specs/samapi-measured.md`` §1). The script starts it with SAMAPI_ROOT_DIR=<root>, HOME=<home>,
+HF_HUB_OFFLINE=1 and ANCHOR_ONLY_VIT_T=1. Idle machine, full run::
 
     PYTHONPATH=src python benchmarks/bench_vs_samapi.py \\
-        --samapi-python /work/samapi-scratch/venv/bin/python \\
-        --samapi-root /work/samapi-scratch/root/l1/l2/l3/l4 --rounds 3 --repeat 5
+        --samapi-python SAMAPI_VENV/bin/python --samapi-root ROOT --rounds 3 --repeat 5
 
 Quick check (loaded machine): ``--rounds 1 --repeat 3 --skip-automask-32``.
 """
@@ -412,7 +415,11 @@ def main() -> int:
         print(f"bench_vs_samapi: --samapi-python {args.samapi_python} does not exist; nothing was measured",
               file=sys.stderr)
         return 2
-    if args.samapi_root is None or not (args.samapi_root / "vit_t" / "mobile_sam.pt").is_file():
+    if args.samapi_root is None:
+        print("bench_vs_samapi: pass --samapi-root (samapi's SAMAPI_ROOT_DIR, holding vit_t/mobile_sam.pt); "
+              "nothing was measured", file=sys.stderr)
+        return 2
+    if not (args.samapi_root / "vit_t" / "mobile_sam.pt").is_file():
         print(f"bench_vs_samapi: --samapi-root {args.samapi_root} has no vit_t/mobile_sam.pt (samapi would try to "
               "download it); nothing was measured", file=sys.stderr)
         return 2
@@ -433,7 +440,9 @@ def main() -> int:
     }
     with tempfile.TemporaryDirectory(prefix="bench_vs_samapi-") as tmp:
         for i in range(args.rounds):
-            for name, start in starters.items():
+            # Alternate which server goes first, so that a drifting load favours neither.
+            for name in list(starters) if i % 2 == 0 else list(starters)[::-1]:
+                start = starters[name]
                 folder = Path(tmp) / f"{name}{i}"
                 folder.mkdir()
                 server = start(folder / "server.log")
