@@ -179,3 +179,22 @@ def test_random_boxes_each_land_in_exactly_one_window_that_holds_them() -> None:
             x0, y0, x1, y1 = window.region.bounds
             assert x0 <= clipped[0] and y0 <= clipped[1] and x1 >= clipped[2] and y1 >= clipped[3]
     assert all(max(w.region.shape) <= 1024 for w in windows)
+
+
+def test_detection_plan_gives_each_window_its_prompts_in_window_pixels_with_the_background() -> None:
+    from qpsam.jobs.detect import DetectOptions, detection_plan
+    from qpsam.prompts import PromptSet
+
+    boxes = _grid(2048, 2048, step=200)
+    background = PathObject(Point(1000, 1000))
+    plan = detection_plan(PromptSet(tuple(boxes), (background,)), 2048, 2048, DetectOptions())
+    assert sorted(p.key for _, prompts in plan for p in prompts) == sorted(b.id for b in boxes)
+    for window, prompts in plan:
+        assert [p.key for p in prompts] == [o.id for o in window.prompts]
+        x0, y0 = window.region.x, window.region.y
+        for prompt, obj in zip(prompts, window.prompts):
+            bx0, by0, bx1, by1 = obj.geometry.bounds
+            assert prompt.box == (bx0 - x0, by0 - y0, bx1 - x0, by1 - y0)  # downsample 1: pixels shifted
+            inside = window.region.x <= 1000 <= window.region.x + window.region.width and \
+                window.region.y <= 1000 <= window.region.y + window.region.height
+            assert prompt.labels == ((0,) if inside else ())
