@@ -3,10 +3,11 @@
 A window is read at a downsample chosen so that each prompt's object fits comfortably in the model's input
 (``model_input`` pixels a side, SAM's 1024). The image encoder runs once per window, so windows are planned to be
 few: each prompt, with some context around it, lies wholly inside exactly one window, and windows are packed
-greedily (rows of windows from the top, windows along each row from the left), each as large as the model input
-allows. On a slide covered with nuclei that is about one window per ``model_input`` pixels square (25 on 4096²,
-where the windows must overlap by a nucleus). A window is never larger than ``model_input`` pixels a side at its
-downsample, so a whole slide is never read at full resolution.
+greedily (rows of windows from the top, windows along each row from the left), each spanning up to ``span`` of
+the model input (SAM enlarges it to the input; small objects segment better so). On a slide covered with nuclei
+that is about one window per window-side squared, plus the overlap a nucleus and its context need: 36 windows on
+4096² at the default span of 0.75, 25 at a span of 1 (56 with the earlier per-group planning). A window is never
+larger than ``model_input`` pixels a side at its downsample, so a whole slide is never read at full resolution.
 """
 
 from __future__ import annotations
