@@ -13,7 +13,8 @@ windows (detect) per second, objects per second, the subprocess's peak RSS, reca
 and the growth of time and memory with area against the smallest slide. The baseline, on the smallest slide in
 the same run, is segment-anything's ``SamAutomaticMaskGenerator`` with the real MobileSAM weights run tile by tile
 with the same tile size and overlap, its masks concatenated (the way users script it); it also runs in a
-subprocess, so its time and memory are measured the same way.
+subprocess, so its time and memory are measured the same way. Detect is also set against its ideal, measured in
+the same run just before it: one encoder pass per window of its plan plus the decoder on every box in its batches.
 
     PYTHONPATH=src python benchmarks/bench_wsi.py --sizes 4096,8192,16384 --json wsi.json
     PYTHONPATH=src python benchmarks/bench_wsi.py --sizes 1024 --points-per-side 8 --tile 512 --overlap 64
@@ -393,6 +394,7 @@ def run_qpsam(job: str, size: int, slide: Path, truths: list[Truth], args: argpa
     if folder.exists():
         shutil.rmtree(folder)
     build_project(folder, slide, truths if job == "detect" else None)
+    ideal = run_ideal(size, folder, args, work) if job == "detect" else {}
     report = work / f"{job}-report.json"
     cmd = [sys.executable, "-m", "qpsam.cli", job, str(folder), "--backend", "native", "--model", "vit_t",
            "--engine", args.engine, "--device", "cpu", "--report", str(report)]
@@ -415,9 +417,12 @@ def run_qpsam(job: str, size: int, slide: Path, truths: list[Truth], args: argpa
     found = read_results(folder, job)
     matching = match(found, [t.geometry for t in truths])
     dups = seam_duplicates(found)
+    extra: dict[str, Any] = {"job_seconds": images[0]["seconds"]}
+    if job == "detect":
+        extra |= {"ideal": ideal, "one_nucleus_twice": duplicate_kinds(found, [t.geometry for t in truths], dups),
+                  "truth_pairs": len(seam_duplicates([t.geometry for t in truths]))}
     return Run(size, f"qpsam {job}", child.seconds, child.rss_mib, units, len(found),
-               matching.recall, matching.precision, len(dups), len(truths),
-               extra={"job_seconds": images[0]["seconds"]})
+               matching.recall, matching.precision, len(dups), len(truths), extra=extra)
 
 
 def run_baseline(size: int, slide: Path, truths: list[Truth], args: argparse.Namespace, work: Path) -> Run:
@@ -496,6 +501,71 @@ def baseline_child(slide: Path, out: Path, points_per_side: int, tile: int, over
                                                     "generator": generator, "tile_of": tile_of}))
 
 
+def duplicate_kinds(found: Sequence[Any], truths: Sequence[Any], dups: np.ndarray) -> int:
+    """How many duplicate pairs are one nucleus found twice: both results best match (by IoU) the same
+    ground-truth nucleus. The others are two nuclei whose masks spill into each other."""
+    import shapely
+
+    f, t = _valid(found), _valid(truths)
+    if not len(dups) or not len(t):
+        return 0
+    fi, ti = shapely.STRtree(t).query(f, predicate="intersects")
+    inter = shapely.area(shapely.intersection(f[fi], t[ti]))
+    iou = inter / (shapely.area(f)[fi] + shapely.area(t)[ti] - inter)
+    best = np.full(len(f), -1)
+    score = np.zeros(len(f))
+    for a, b, v in zip(fi, ti, iou):
+        if v > score[a]:
+            best[a], score[a] = b, v
+    same = (best[dups[:, 0]] == best[dups[:, 1]]) & (best[dups[:, 0]] >= 0)
+    return int(same.sum())
+
+
+def run_ideal(size: int, folder: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The detect job's floor on this slide, measured in this run just before the job: see :func:`ideal_child`."""
+    out = work / "ideal.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--ideal-child", str(folder), str(out),
+           "--engine", args.engine, "--threads", str(args.threads), "--ideal-windows", str(args.ideal_windows)]
+    say(f"{size}: detect's ideal: encoder and decoder timed on {args.ideal_windows} of its windows")
+    child = run_child(cmd, child_env(args.threads), work / "ideal.log")
+    if child.returncode:
+        tail = (work / "ideal.log").read_text(errors="replace")[-2000:]
+        raise SystemExit(f"the ideal measurement failed (exit {child.returncode}):\n{tail}")
+    return dict(json.loads(out.read_text()))
+
+
+def ideal_child(folder: Path, out: Path, engine: str, samples: int) -> None:
+    """One encoder pass per window of detect's own plan, plus the decoder on every box in its batches: the
+    encoder's median time on ``samples`` of the windows (evenly spread, cache off) times the windows, plus the
+    decoder's time per box on those windows' boxes (``predict``, as the job batches them) times the boxes."""
+    from qpsam.engines import load_engine
+    from qpsam.jobs.detect import DetectOptions, detection_plan, select_prompts
+    from qpsam.project import open_project
+
+    model = load_engine("vit_t", device="cpu", engine=engine, cache=False)  # as the job loads it (OMP_NUM_THREADS)
+    options = DetectOptions()
+    with open_project(folder, "r", backend="native") as project:
+        entry = project.images[0]
+        plan = detection_plan(select_prompts(entry.objects, options), entry.width, entry.height, options)
+        picks = sorted({round(i * (len(plan) - 1) / max(1, samples - 1)) for i in range(samples)})
+        encoder, decoder, boxes = [], 0.0, 0
+        for i in picks:
+            window, prompts = plan[i]
+            pixels = entry.read_rgb(window.region)
+            t0 = time.perf_counter()
+            model.set_image(pixels)
+            t1 = time.perf_counter()
+            model.predict(prompts, options.output)
+            decoder += time.perf_counter() - t1
+            encoder.append(t1 - t0)
+            boxes += len(prompts)
+    windows, total = len(plan), sum(len(p) for _, p in plan)
+    per_window, per_box = float(np.median(encoder)), decoder / max(1, boxes)
+    out.write_text(json.dumps({"windows": windows, "boxes": total, "sampled_windows": len(picks),
+                               "sampled_boxes": boxes, "encoder_s": per_window, "decoder_s_per_box": per_box,
+                               "ideal_s": per_window * windows + per_box * total}))
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -549,6 +619,30 @@ def tables(runs: list[Run], baseline: Run | None) -> str:
     return out
 
 
+def detect_table(runs: list[Run]) -> str:
+    """Detect against its ideal (one encoder pass per window + the decoder on every box), measured in the same run."""
+    rows = [r for r in runs if r.job == "qpsam detect" and r.extra.get("ideal")]
+    if not rows:
+        return ""
+    lines = ["| size | boxes | windows | 1024-px tiles to cover | encoder s/window | decoder ms/box | ideal s "
+             "| job s | job / ideal | total s | total / ideal | seam dups: one nucleus twice / GT's own pairs |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        i = r.extra["ideal"]
+        job = float(r.extra["job_seconds"])
+        cover = (-(-r.size // 1024)) ** 2
+        lines.append(
+            f"| {r.size} | {i['boxes']} | {i['windows']} | {cover} | {i['encoder_s']:.2f} "
+            f"| {1000 * i['decoder_s_per_box']:.1f} | {i['ideal_s']:.1f} | {job:.1f} | {job / i['ideal_s']:.2f}x "
+            f"| {r.seconds:.1f} | {r.seconds / i['ideal_s']:.2f}x "
+            f"| {r.duplicates}: {r.extra['one_nucleus_twice']} / {r.extra['truth_pairs']} |")
+    return ("Detect against its ideal, measured in the same run just before the job (target: job / ideal <= 1.2x). "
+            "Ideal = encoder s/window x windows + decoder s/box x boxes, each timed on a few of the job's own windows "
+            "(encoder: median, cache off; decoder: predict on all their boxes, batched as the job does). Job = the "
+            "report's seconds for the image (windows, masks to outlines, objects, commit); total = the subprocess "
+            "(start-up and model load too).\n\n" + "\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="4096,8192,16384", help="slide sides in pixels, multiples of 512")
@@ -565,9 +659,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="folder for slides and projects (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the slides and projects")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument("--ideal-windows", type=int, default=3, help="detect windows the ideal is timed on")
     parser.add_argument("--baseline-child", nargs=2, type=Path, metavar=("SLIDE", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--ideal-child", nargs=2, type=Path, metavar=("PROJECT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.ideal_child:
+        ideal_child(*args.ideal_child, args.engine, args.ideal_windows)
+        return 0
     if args.baseline_child:
         slide, out = args.baseline_child
         baseline_child(slide, out, args.points_per_side, args.tile, args.overlap, args.threads)
@@ -625,6 +724,8 @@ def main(argv: list[str] | None = None) -> int:
           "smaller; growth against the smallest size (its area ratio in brackets); baseline / this = seconds per "
           "pixel, baseline over this row.\n")
     print(tables(runs, baseline))
+    if detect_table(runs):
+        print("\n" + detect_table(runs))
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "args": {k: str(v) for k, v in vars(args).items()},
                                          "runs": [asdict(r) | {"units_per_s": r.units_per_s,

@@ -148,3 +148,12 @@ def test_blank_tiles_hold_background_and_no_ground_truth(tmp_path: Path) -> None
     bench.write_slide(tmp_path / "s.ome.tif", image, layout, tile=64)
     block = open_image(tmp_path / "s.ome.tif").read_level(0, c * 64, r * 64, c * 64 + 64, r * 64 + 64)
     assert len(np.unique(block)) == 1
+
+
+def test_duplicate_kinds_tells_one_nucleus_twice_from_neighbours_that_spill() -> None:
+    truths = [box(0, 0, 10, 10), box(10, 0, 20, 10), box(20, 0, 30, 10)]  # nuclei that touch
+    found = [box(0, 0, 10, 10), box(1, 0, 11, 10),  # the first one twice
+             box(10, 0, 20, 10), box(17, 0, 30, 10)]  # the second, and the third spilling into it
+    dups = bench.seam_duplicates(found)
+    assert dups.tolist() == [[0, 1], [2, 3]] and len(bench.seam_duplicates(truths)) == 0
+    assert bench.duplicate_kinds(found, truths, dups) == 1

@@ -21,8 +21,8 @@ from qpsam.prompts import PromptSet, prompts_from_objects, select_prompt_objects
 from qpsam.sam import OutputType, Prompt
 from qpsam.types import Progress
 
-__all__ = ["DetectOptions", "ImageDetection", "detect_image", "detect_window", "QUALITY", "quality_name",
-           "describe_prompts", "missing_prompts", "select_prompts"]
+__all__ = ["DetectOptions", "ImageDetection", "detect_image", "detect_window", "detection_plan", "QUALITY",
+           "quality_name", "describe_prompts", "missing_prompts", "select_prompts"]
 
 #: The measurement holding SAM's predicted quality, spelt as the QuPath extension spells it.
 QUALITY = "SAM Quality"
@@ -175,6 +175,20 @@ def detect_window(engine: "Engine | EngineSpec", source: ImageSource, region: Re
     return found
 
 
+def detection_plan(found: PromptSet, width: int, height: int,
+                   options: DetectOptions = DetectOptions()) -> list[tuple[Window, list[Prompt]]]:
+    """The windows a detection reads on a ``width`` x ``height`` image and the prompts each one decodes, in
+    window pixels: every foreground prompt in exactly one window (see :func:`plan_windows`), with the background
+    points of the window's plane."""
+    windows = plan_windows(found.foreground, width, height, options.model_input, downsample=options.downsample)
+    plan = []
+    for window in windows:
+        region = window.region
+        background = tuple(o for o in found.background if o.plane.z == region.plane.z and o.plane.t == region.plane.t)
+        plan.append((window, prompts_from_objects(PromptSet(window.prompts, background), region)))
+    return plan
+
+
 def detect_image(
     engine: "Engine | EngineSpec",
     source: ImageSource,
@@ -194,15 +208,10 @@ def detect_image(
         found = select_prompts(objects, options)
     if not found.foreground:
         return ImageDetection((), (), (), 0, found)
-    windows = plan_windows(found.foreground, source.width, source.height, options.model_input,
-                           downsample=options.downsample)
-    jobs = []
-    for window in windows:
-        region = window.region
-        background = tuple(o for o in found.background if o.plane.z == region.plane.z and o.plane.t == region.plane.t)
-        prompts = prompts_from_objects(PromptSet(window.prompts, background), region)
-        if prompts:
-            jobs.append((engine, source, region, prompts, options.output, options.min_area, options.simplify))
+    plan = detection_plan(found, source.width, source.height, options)
+    windows = [window for window, _ in plan]
+    jobs = [(engine, source, window.region, prompts, options.output, options.min_area, options.simplify)
+            for window, prompts in plan if prompts]
     executor = executor or LocalExecutor()
     results: list[Found | None] = [None] * len(jobs)
     for done, (i, result) in enumerate(executor.run(detect_window, jobs), 1):
