@@ -203,7 +203,7 @@ for name in ("torch", "torchvision", "segment_anything", "mobile_sam", "sam2"):
 import numpy as np
 from qpsam.engines import load_engine
 from qpsam.sam import AutomaskParams, Prompt
-engine = load_engine("vit_t", {str(weights_copy)!r}, device="cpu", cache=False, threads=1)
+engine = load_engine("vit_t", {str(weights_copy)!r}, device="cpu", engine="onnx", cache=False, threads=1)
 image = np.load({str(tmp_path / "image.npy")!r})
 engine.set_image(image)
 (mask,) = engine.predict([Prompt(box=(20, 20, 60, 60))])[0]
@@ -424,6 +424,7 @@ def test_onnx_without_onnxruntime_is_a_clear_error_and_auto_falls_back_to_torch(
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     with pytest.raises(ModelError, match=r"onnx engine needs onnxruntime: pip install 'qpsam\[cpu\]'"):
         load_engine("vit_t", weights_copy, device="cpu", engine="onnx")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # nor OpenVINO (the engine auto prefers; test_openvino)
     assert isinstance(load_engine("vit_t", weights_copy, device="cpu", cache=False), TorchSamEngine)
 
 

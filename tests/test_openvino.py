@@ -196,6 +196,18 @@ def test_missing_openvino_names_the_extra(monkeypatch):
     assert auto_engine(True) == "onnx"  # the next engine down (onnxruntime is installed with the sam extra)
 
 
+def test_without_onnxruntime_openvino_runs_every_graph(weights_copy, nuclei, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    engine = load_engine("vit_t", weights_copy, device="cpu", cache=False, threads=1)  # auto
+    assert isinstance(engine, OpenVinoSamEngine)
+    assert engine.openvino_graphs == ("encoder", "prepare", "decoder", "upscale")
+    assert all(isinstance(g, OpenVinoGraph) for g in (engine._prepare, engine._decoder, engine._upscale))
+    image, gt = nuclei
+    engine.set_image(image[:160, :160])
+    (mask,) = engine.predict([Prompt(box=(20, 20, 60, 60))])[0]
+    assert mask.mask.shape == (160, 160) and mask.mask.any()
+
+
 def test_auto_engine_choice():
     assert auto_engine(True) == "openvino"
     assert auto_engine(True, "fp32") == "openvino"
