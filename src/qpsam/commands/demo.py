@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from qpsam.engines import ENGINE_KINDS
 from qpsam.sam import DEFAULT_MODEL
 
 
@@ -15,7 +16,7 @@ from qpsam.sam import DEFAULT_MODEL
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True)
 @click.option("--weights", default=None, help="Weights name, file or URL (default: the model's default weights).")
-@click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True)
+@click.option("--engine", type=click.Choice(list(ENGINE_KINDS)), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--no-automask", is_flag=True, help="Skip the automatic-mask step (about a minute on a laptop CPU).")
 @click.option("--points-per-side", default=16, show_default=True, type=click.IntRange(min=1))

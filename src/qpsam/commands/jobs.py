@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import click
 
+from qpsam.engines import ENGINE_KINDS
 from qpsam.sam import DEFAULT_MODEL, DEFAULT_TRACK_MODEL, MODEL_TYPES, OutputType
 
 OUTPUTS = [o.value for o in OutputType]
@@ -21,8 +22,8 @@ def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--weights", default=None, help="Weights: a registered or catalog name, a file or a URL."),
         click.option("--server", default=None, help="Run on a samapi-compatible server at this URL instead of locally."),
         click.option("--token", envvar="QPSAM_TOKEN", default=None, help="Bearer token for --server (or QPSAM_TOKEN)."),
-        click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
-                     help="Local engine: ONNX Runtime is chosen on CPU when installed."),
+        click.option("--engine", type=click.Choice(list(ENGINE_KINDS)), default="auto", show_default=True,
+                     help="Local engine: on the CPU auto picks OpenVINO, else ONNX Runtime, when installed."),
         click.option("--device", default="auto", show_default=True, help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
                      show_default=True, help="Model arithmetic: auto is bf16 (or fp16) on CUDA and fp32 elsewhere."),

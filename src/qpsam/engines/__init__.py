@@ -13,9 +13,9 @@ from ..types import Progress
 from .base import Engine
 from .cache import EmbeddingCache
 
-__all__ = ["Engine", "EmbeddingCache", "load_engine"]
+__all__ = ["ENGINE_KINDS", "Engine", "EmbeddingCache", "auto_engine", "load_engine"]
 
-ENGINE_KINDS = ("auto", "torch", "onnx")
+ENGINE_KINDS = ("auto", "torch", "onnx", "openvino")
 ONNX_TYPES = tuple(t for t, m in MODELS.items() if m.onnx)
 
 
@@ -33,22 +33,26 @@ def load_engine(
     ``weights``: a file, URL, registered or catalog name (see :func:`qpsam.engines.weights.resolve_weights`);
     ``device``: auto (cuda, mps, cpu) or a torch device; ``cache``: an :class:`EmbeddingCache` to share, None
     for the process-wide one, False for none; ``progress(done, total)`` reports weight downloads;
-    ``engine``: torch, onnx (SAM1 family only) or auto: onnx for SAM1-family models when the device is the CPU and
-    onnxruntime is installed, else torch. Extra ``options`` go to the engine (``precision``; onnx: ``threads``).
+    ``engine``: torch, onnx or openvino (these two SAM1 family only, the CPU), or auto: for SAM1-family models on
+    the CPU, openvino when OpenVINO is installed, else onnx when onnxruntime is, else torch (see
+    :func:`auto_engine`). Extra ``options`` go to the engine (``precision``; onnx and openvino: ``threads``).
     """
     info = check_model_type(model_type)
     kind = (engine or "auto").lower()
     if kind not in ENGINE_KINDS:
         raise ModelError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_KINDS)}")
     sam1 = info.sam1
-    if kind == "onnx" and not info.onnx:
+    if kind in ("onnx", "openvino") and not info.onnx:
         raise ModelError(
-            f"the onnx engine runs SAM1-family models ({', '.join(ONNX_TYPES)}), not {info.type}; "
+            f"the {kind} engine runs SAM1-family models ({', '.join(ONNX_TYPES)}), not {info.type}; "
             "use engine='torch' (or 'auto')"
         )
-    precision = str(options.get("precision") or "auto").lower()
-    if kind == "auto" and info.onnx and precision in ("auto", "fp32", "float32") and _cpu_only(device) and _has_onnxruntime():
-        kind = "onnx"
+    if kind == "auto":
+        kind = auto_engine(info.onnx and _cpu_only(device), str(options.get("precision") or "auto"))
+    if kind == "openvino":
+        from .openvino_sam import OpenVinoSamEngine
+
+        return OpenVinoSamEngine(info.type, weights, device=device, cache=cache, progress=progress, **options)  # type: ignore[arg-type]
     if kind == "onnx":
         from .onnx_sam import OnnxSamEngine
 
@@ -64,6 +68,24 @@ def load_engine(
     from .sam3 import Sam3Engine
 
     return Sam3Engine(info.type, weights, device=device, cache=cache, progress=progress, **options)  # type: ignore[arg-type]
+
+
+def auto_engine(cpu_sam1: bool, precision: str = "auto") -> str:
+    """What ``engine='auto'`` runs: for a SAM1-family model on the CPU (``cpu_sam1``), the fastest engine that is
+    installed and gives torch's masks (IoU >= 0.99 on the demo's boxes, see README "OpenVINO"): openvino, else
+    onnx (fp32 only), else torch; torch for everything else."""
+    if not cpu_sam1:
+        return "torch"
+    name = (precision or "auto").lower()
+    from .openvino_sam import host_native_bf16, openvino_available
+
+    if openvino_available() and (
+        name in ("auto", "fp32", "float32") or (name in ("bf16", "bfloat16") and host_native_bf16())
+    ):
+        return "openvino"
+    if name in ("auto", "fp32", "float32") and _has_onnxruntime():
+        return "onnx"
+    return "torch"
 
 
 def _has_onnxruntime() -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,7 +25,9 @@ from .lowres import PAD, Frame, masks_from_lowres, upsample_roi
 from .onnx_export import PREPARED, OnnxFiles, ensure_onnx
 from .weights import resolve_weights, weights_sha256
 
-__all__ = ["OUTSIDE_LOGIT", "OnnxSamEngine", "box_windows", "default_threads", "onnxruntime_available"]
+__all__ = [
+    "OUTSIDE_LOGIT", "Graph", "OnnxSamEngine", "box_windows", "default_threads", "onnxruntime_available", "ort_session",
+]
 
 
 _PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
@@ -68,9 +70,29 @@ def _ort() -> Any:
     return onnxruntime
 
 
+class Graph(Protocol):
+    """One loaded graph: ONNX Runtime's ``InferenceSession.run`` is the shape every runtime here offers."""
+
+    def run(self, output_names: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+def ort_session(path: Path, threads: int, providers: Sequence[str] = ("CPUExecutionProvider",)) -> Graph:
+    """An ONNX Runtime session of the graph at ``path`` on ``threads`` intra-op threads, no spinning."""
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session: Graph = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+    return session
+
+
 class OnnxSamEngine(CachedEngine):
     """SAM1/MobileSAM on ONNX Runtime, with automask filtering at low resolution."""
 
+    engine_name = "onnx"
     # the encoder's output differs from torch's in the last digits: its own cache entries
     cache_tag = "-onnx"
 
@@ -88,23 +110,20 @@ class OnnxSamEngine(CachedEngine):
         info = check_model_type(model_type)
         if not info.sam1:
             raise ModelError(
-                f"the onnx engine runs SAM1-family models (vit_h, vit_l, vit_b, vit_t), not {model_type}; "
-                "use engine='torch'"
+                f"the {self.engine_name} engine runs SAM1-family models (vit_h, vit_l, vit_b, vit_t), not "
+                f"{model_type}; use engine='torch'"
             )
-        if (precision or "auto").lower() not in ("auto", "fp32", "float32"):
-            raise ModelError(f"the onnx engine runs in fp32; precision {precision!r} needs engine='torch'")
-        ort = _ort()
         self.model_type = info.type
-        self.providers = _providers(ort, device)
+        self.threads = max(1, int(threads)) if threads else default_threads()
+        self._configure(device, precision)  # before the weights: a bad option fails fast
         self.weights_path = resolve_weights(info.type, weights, progress=progress)
         self.weights_sha256 = weights_sha256(self.weights_path)
-        self.threads = max(1, int(threads)) if threads else default_threads()
         self.files: OnnxFiles = ensure_onnx(info.type, self.weights_path, self.weights_sha256, progress)
         try:
-            self._encoder, self._prepare, self._decoder, self._upscale = self._sessions(ort)
-        except Exception:  # noqa: BLE001 - checked files that ORT cannot load: export again, once
+            self._encoder, self._prepare, self._decoder, self._upscale = self._sessions()
+        except Exception:  # noqa: BLE001 - checked files that the runtime cannot load: export again, once
             self.files = ensure_onnx(info.type, self.weights_path, self.weights_sha256, progress, rebuild=True)
-            self._encoder, self._prepare, self._decoder, self._upscale = self._sessions(ort)
+            self._encoder, self._prepare, self._decoder, self._upscale = self._sessions()
         super().__init__(cache)
         self.max_batch = max(1, int(max_batch)) if max_batch else _DEFAULT_BATCH
         self.mask_threshold = 0.0
@@ -118,20 +137,26 @@ class OnnxSamEngine(CachedEngine):
         self._frame: Frame | None = None
 
     def __repr__(self) -> str:
-        return f"OnnxSamEngine({self.model_type!r}, weights={str(self.weights_path)!r}, threads={self.threads})"
+        return (f"{type(self).__name__}({self.model_type!r}, weights={str(self.weights_path)!r}, threads={self.threads}, "
+                f"precision={self.precision!r})")
 
-    def _sessions(self, ort: Any) -> tuple[Any, Any, Any, Any]:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        def make(path: Path) -> Any:
-            return ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
+    # ------------------------------------------------------------------------------------------- runtime
+    # The seam another runtime fills (see .openvino_sam): check the options, then load the four exported graphs
+    # as objects with ONNX Runtime's ``run(None, feeds) -> [outputs]``.
 
+    def _configure(self, device: str, precision: str) -> None:
+        """Check ``device`` and ``precision`` for this runtime (a :class:`ModelError` naming the bad one)."""
+        if (precision or "auto").lower() not in ("auto", "fp32", "float32"):
+            raise ModelError(f"the onnx engine runs in fp32; precision {precision!r} needs engine='torch'")
+        self.precision = "fp32"
+        self.providers = _providers(_ort(), device)
+
+    def _sessions(self) -> tuple[Graph, Graph, Graph, Graph]:
         files = self.files
-        return make(files.encoder), make(files.prepare), make(files.decoder), make(files.upscale)
+        return (ort_session(files.encoder, self.threads, self.providers),
+                ort_session(files.prepare, self.threads, self.providers),
+                ort_session(files.decoder, self.threads, self.providers),
+                ort_session(files.upscale, self.threads, self.providers))
 
     # ----------------------------------------------------------------------------------------------- image
 

@@ -32,7 +32,7 @@ class EngineSpec:
     model_type: str = DEFAULT_MODEL
     weights: str | None = None
     device: str = "auto"
-    engine: str = "auto"  # auto | torch | onnx
+    engine: str = "auto"  # auto | torch | onnx | openvino
     server: str | None = None
     token: str | None = None
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (local engines; auto: bf16/fp16 on CUDA, fp32 elsewhere)
