@@ -222,3 +222,17 @@ def test_cli_offers_the_engine(capsys):
     for command in (["detect", "--help"], ["automask", "--help"], ["demo", "--help"]):
         assert main(command) == 0
         assert "openvino" in capsys.readouterr().out, command
+
+
+def test_compiled_encoder_is_kept_beside_the_graphs_and_reused(ov_engine, weights_copy, nuclei):
+    cache = ov_engine.files.encoder.parent / "openvino-cache"
+    blobs = sorted(cache.iterdir())
+    assert blobs  # the compiled encoder, which the next load reads instead of compiling
+    again = load_engine("vit_t", weights_copy, device="cpu", engine="openvino", cache=False, threads=2)
+    assert sorted(cache.iterdir()) == blobs  # same options: the same blob, nothing compiled anew
+    image, gt = nuclei
+    label, box = _gt_boxes(gt)[0]
+    again.set_image(image)
+    ov_engine.set_image(image)
+    ((a,),), ((b,),) = again.predict([Prompt(box=box)]), ov_engine.predict([Prompt(box=box)])
+    assert a.mask.any() and np.array_equal(a.mask, b.mask)

@@ -8,6 +8,7 @@ and the embedding cache are :class:`OnnxSamEngine`'s.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,13 @@ class OpenVinoGraph:
     """A graph compiled by OpenVINO for the CPU, with ONNX Runtime's ``run(None, feeds)``."""
 
     def __init__(self, core: Any, path: Path, config: dict[str, Any]) -> None:
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        config = dict(config)
+        cache = path.parent / "openvino-cache"
+        # OpenVINO keeps the compiled blob beside the exported graph: a later load skips the 1-3 s compile. A
+        # read-only export folder (a shared install) just compiles every time.
+        if os.access(path.parent, os.W_OK):
+            config["CACHE_DIR"] = str(cache)
+        self.compiled = core.compile_model(str(path), "CPU", config)
         self._request = self.compiled.create_infer_request()
         self._outputs = list(self.compiled.outputs)
 
