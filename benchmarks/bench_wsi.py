@@ -570,8 +570,8 @@ def tables(runs: list[Run], baseline: Run | None) -> str:
     auto = [r for r in runs if r.job == "qpsam automask"]
     timed = [(r, r.extra["automask"]) for r in auto if "automask" in r.extra]
     if timed:
-        out += ("\n\n| size | tiles | skipped as background | model s (encoder + decoder) | read s | tissue test s "
-                "| masks to polygons s | merge s | outside the model | most pieces held |\n"
+        out += ("\n\n| size | tiles | skipped as background | engine s (encoder, decoder, SAM filters) | read s | tissue test s "
+                "| masks to polygons s | merge s | outside the engine | most pieces held |\n"
                 "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r, st in timed:
             out += (f"\n| {r.size} | {st['tiles']:.0f} | {st['skipped']:.0f} | {st['model_seconds']:.1f} "

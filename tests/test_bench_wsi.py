@@ -148,3 +148,13 @@ def test_blank_tiles_hold_background_and_no_ground_truth(tmp_path: Path) -> None
     bench.write_slide(tmp_path / "s.ome.tif", image, layout, tile=64)
     block = open_image(tmp_path / "s.ome.tif").read_level(0, c * 64, r * 64, c * 64 + 64, r * 64 + 64)
     assert len(np.unique(block)) == 1
+
+
+def test_layout_with_tissue_on_part_of_the_slide() -> None:
+    layout = bench.make_layout(32 * 64, 64, seed=2, tissue=0.3)
+    held = layout.transforms >= 0
+    assert abs(held.mean() - 0.3) < 0.03  # one disc of about that share of the slide
+    assert held[16, 16] and not held[0, 0] and not held[-1, -1]
+    assert (bench.make_layout(256, 64, tissue=1.0).transforms >= 0).all()
+    with pytest.raises(ValueError, match="tissue"):
+        bench.make_layout(256, 64, tissue=0)

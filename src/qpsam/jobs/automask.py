@@ -323,8 +323,9 @@ def is_background(source: ImageSource, tile: Region, contrast: float = 10.0) -> 
 class AutomaskStats:
     """Where an automask run's time went, and how much it held at once (see :func:`automask_region`).
 
-    ``model_seconds`` is the engine's encoder and decoder (``engine.automask`` and batched encoding); the other
-    times are the work around the model: reading pixels, the tissue test, masks to polygons, merging.
+    ``model_seconds`` is the engine's own time: ``engine.automask`` (encoder, decoder and SAM's filters and NMS on
+    their output) and batched encoding; the other times are qpsam's work around it per tile: reading pixels, the
+    tissue test, masks to polygons, the seam merge.
     """
 
     tiles: int = 0
