@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from shapely.geometry import Point
+from shapely.geometry import Point, box
 
 from qpsam.errors import JobError
 from qpsam.geometry import Region, mask_to_geometry
@@ -84,6 +84,25 @@ def test_nested_masks_keep_the_objects_not_the_clump() -> None:
         merge_pieces(pieces, nested="outer")
     with pytest.raises(JobError, match="nested"):
         AutomaskOptions(nested="outer")
+
+
+def test_a_tile_sized_mask_does_not_swallow_the_cells_cut_near_it() -> None:
+    # Tile A sees a nucleus cut by its right side and a mask of most of the tile (SAM's "tissue" answer) that holds
+    # it; tile B, which overlaps A, missed the nucleus. Two masks of one tile are two answers: they must not be joined
+    # into one object (which used to make the nucleus vanish into the large mask).
+    tile_a, tile_b = (0.0, 0.0, 256.0, 256.0), (192.0, 0.0, 448.0, 256.0)
+    nucleus = Point(250, 128).buffer(10)
+    large = Piece(box(0, 0, 256, 256).difference(box(0, 0, 40, 40)), 0.99, True, True, tile_a)
+    cut = Piece(nucleus.intersection(box(*tile_a)), 0.90, True, False, tile_a)
+    other = Piece(Point(300, 60).buffer(10), 0.9, False, True, tile_b)
+    merged = merge_pieces([large, cut, other])
+    assert any(p.geometry.equals(cut.geometry) for p in merged)
+    assert not any(p.geometry.area > 10_000 for p in merged)  # the inner masks win over the large one
+    # the same object cut by the two tiles' sides is still joined: the pieces agree where both tiles see it
+    wide = box(150, 100, 300, 120)
+    joined = merge_pieces([Piece(wide.intersection(box(*tile_a)), 0.9, True, True, tile_a),
+                           Piece(wide.intersection(box(*tile_b)), 0.9, True, False, tile_b)])
+    assert len(joined) == 1 and joined[0].geometry.equals(wide)
 
 
 def test_nested_rule_recovers_clumped_objects_across_tiles() -> None:

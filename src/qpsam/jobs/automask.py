@@ -93,6 +93,7 @@ class Piece:
     score: float
     cut: bool
     centred: bool = True
+    tile: tuple[float, float, float, float] | None = None  # the bounds of the tile that saw it
 
 
 def plan_tiles(bounds: tuple[float, float, float, float], tile_size: int, overlap: int, downsample: float = 1.0,
@@ -173,7 +174,7 @@ def tile_pieces(masks: Sequence, tile: Region, all_bounds: tuple[float, float, f
         if geometry is None:
             continue
         cut = any(geometry.intersects(side) and geometry.intersection(side).area > 0 for side in sides)
-        pieces.append(Piece(geometry, float(mask.score), cut, _in_core(geometry, core)))
+        pieces.append(Piece(geometry, float(mask.score), cut, _in_core(geometry, core), tile.bounds))
     return pieces
 
 
@@ -230,7 +231,7 @@ def merge_pieces(pieces: Sequence[Piece], duplicate_iou: float = 0.5, nested: st
 
     for i, piece in enumerate(uncovered):
         for j in tree.query(piece.geometry, predicate="intersects"):
-            if j != i and piece.geometry.intersection(uncovered[j].geometry).area > 0:
+            if j != i and _same_object(piece, uncovered[j], duplicate_iou):
                 parent[find(i)] = find(int(j))
     groups: dict[int, list[Piece]] = {}
     for i, piece in enumerate(uncovered):
@@ -240,8 +241,27 @@ def merge_pieces(pieces: Sequence[Piece], duplicate_iou: float = 0.5, nested: st
         geometry = _polygonal(unary_union([m.geometry for m in members]))
         if geometry is not None:
             joined.append(Piece(geometry, max(m.score for m in members), cut=False))
+    if nested == "inner":
+        joined = _drop_containers(joined)
     _place_all(order(joined), kept, duplicate_iou)
     return kept
+
+
+def _same_object(a: Piece, b: Piece, duplicate_iou: float) -> bool:
+    """Whether two cut pieces are views of one object: pieces of two tiles that agree where both tiles see the image
+    (IoU above ``duplicate_iou`` inside the tiles' shared rectangle). Two masks of one tile are two answers, never
+    one object; a mask as large as a tile overlaps every cell cut nearby, which must not be joined into it. Pieces
+    of no known tile are joined when they overlap at all."""
+    if a.tile is None or b.tile is None:
+        return a.geometry.intersection(b.geometry).area > 0
+    if a.tile == b.tile:
+        return False
+    x0, y0 = max(a.tile[0], b.tile[0]), max(a.tile[1], b.tile[1])
+    x1, y1 = min(a.tile[2], b.tile[2]), min(a.tile[3], b.tile[3])
+    if x1 <= x0 or y1 <= y0:
+        return False
+    shared = box(x0, y0, x1, y1)
+    return _iou(a.geometry.intersection(shared), b.geometry.intersection(shared)) > duplicate_iou
 
 
 def _drop_containers(whole: Sequence[Piece]) -> list[Piece]:
