@@ -4,8 +4,14 @@ Each tile is segmented on its own. The tiles' cores partition the area (each cor
 with each neighbour), and a mask that lies whole in its tile with its centre in that tile's core is the object's
 own version, as in micro-sam's and StarDist's tiling: with an overlap larger than the objects, every object has
 one. Other whole masks come next (a neighbour may have missed the object), then pieces cut by a tile side, joined
-with the overlapping pieces of neighbouring tiles. A mask that repeats one already kept is dropped, and a mask that
-overlaps kept ones loses the overlap (and is dropped when little is left), so no two objects overlap.
+with the pieces of neighbouring tiles that agree with them where both tiles see the image. Of two nested masks the
+inner one is kept by default (a nucleus, not the clump it belongs to). A mask that repeats one already kept is
+dropped, and a mask that overlaps kept ones loses the overlap (and is dropped when little is left), so no two objects
+overlap.
+
+Tiles stream: :class:`SeamMerger` merges and releases the pieces of a group as soon as every tile that can add to
+it is done, with exactly the result of merging everything at the end; tiles that the tissue test
+(:func:`is_background`) finds empty are skipped.
 """
 
 from __future__ import annotations
