@@ -74,15 +74,23 @@ class SlideLayout:
         return self.transforms.shape[1]
 
 
-def make_layout(size: int, tile: int, seed: int = 0, blank: float = 0.0) -> SlideLayout:
+def make_layout(size: int, tile: int, seed: int = 0, blank: float = 0.0, tissue: float = 1.0) -> SlideLayout:
     """A layout with a seeded random transform per tile, and about ``blank`` of the tiles left empty (to measure
-    skipping background); ``size`` must be a multiple of the source ``tile``."""
+    skipping background); with ``tissue`` < 1 only the copies whose centre lies in a centred disc of that share of
+    the slide's area hold tissue (one piece of tissue on empty glass, as on a real slide). ``size`` must be a
+    multiple of the source ``tile``."""
     if size <= 0 or size % tile:
         raise ValueError(f"slide size {size} must be a positive multiple of the source image's side ({tile})")
+    if not 0 < tissue <= 1:
+        raise ValueError(f"tissue must be in (0, 1], got {tissue}")
     n = size // tile
     rng = np.random.default_rng(seed)
     transforms = rng.integers(0, 8, size=(n, n))
     transforms[rng.random((n, n)) < blank] = -1
+    if tissue < 1:
+        centres = (np.arange(n) + 0.5) * tile - size / 2
+        radius = size * np.sqrt(tissue / np.pi)
+        transforms[np.hypot(centres[:, None], centres[None, :]) > radius] = -1
     return SlideLayout(size, tile, transforms)
 
 
@@ -402,7 +410,14 @@ def run_qpsam(job: str, size: int, slide: Path, truths: list[Truth], args: argpa
         cmd += ["--points-per-side", str(args.points_per_side), "--tile-size", str(args.tile),
                 "--overlap", str(args.overlap), "--class", AUTOMASK_CLASS]
     say(f"{size}: qpsam {job} ({len(truths)} GT nuclei{', as box prompts' if job == 'detect' else ''})")
-    child = run_child(cmd, child_env(args.threads), work / f"{job}.log")
+    env = child_env(args.threads)
+    stats_file = work / f"{job}-stats.jsonl"
+    stats_file.unlink(missing_ok=True)
+    if job == "automask":
+        if args.no_skip_background:
+            cmd.append("--no-skip-background")
+        env["QPSAM_AUTOMASK_STATS"] = str(stats_file)  # qpsam appends each region's AutomaskStats here
+    child = run_child(cmd, env, work / f"{job}.log")
     if child.returncode:
         tail = (work / f"{job}.log").read_text(errors="replace")[-2000:]
         raise SystemExit(f"qpsam {job} failed on {slide} (exit {child.returncode}):\n{tail}")
@@ -421,8 +436,24 @@ def run_qpsam(job: str, size: int, slide: Path, truths: list[Truth], args: argpa
     if job == "detect":
         extra |= {"ideal": ideal, "one_nucleus_twice": duplicate_kinds(found, [t.geometry for t in truths], dups),
                   "truth_pairs": len(seam_duplicates([t.geometry for t in truths]))}
+    if stats_file.exists():
+        extra["automask"] = automask_stats(stats_file)
     return Run(size, f"qpsam {job}", child.seconds, child.rss_mib, units, len(found),
                matching.recall, matching.precision, len(dups), len(truths), extra=extra)
+
+
+def automask_stats(path: Path) -> dict[str, float]:
+    """The AutomaskStats lines qpsam wrote (one per region), summed."""
+    total: dict[str, float] = {}
+    for line in path.read_text().splitlines():
+        for key, value in json.loads(line).items():
+            if key == "peak_pending":
+                total[key] = max(total.get(key, 0), value)
+            elif key != "overhead":
+                total[key] = total.get(key, 0) + value
+    if total.get("total_seconds"):
+        total["overhead"] = 1 - total["model_seconds"] / total["total_seconds"]
+    return total
 
 
 def run_baseline(size: int, slide: Path, truths: list[Truth], args: argparse.Namespace, work: Path) -> Run:
@@ -607,6 +638,15 @@ def tables(runs: list[Run], baseline: Run | None) -> str:
             f"| {ratio} |")
     out = "\n".join(lines)
     auto = [r for r in runs if r.job == "qpsam automask"]
+    timed = [(r, r.extra["automask"]) for r in auto if "automask" in r.extra]
+    if timed:
+        out += ("\n\n| size | tiles | skipped as background | engine s (encoder, decoder, SAM filters) | read s | tissue test s "
+                "| masks to polygons s | merge s | outside the engine | most pieces held |\n"
+                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r, st in timed:
+            out += (f"\n| {r.size} | {st['tiles']:.0f} | {st['skipped']:.0f} | {st['model_seconds']:.1f} "
+                    f"| {st['read_seconds']:.1f} | {st['tissue_seconds']:.1f} | {st['pieces_seconds']:.1f} "
+                    f"| {st['merge_seconds']:.1f} | {100 * st.get('overhead', 0):.1f} % | {st['peak_pending']:.0f} |")
     if baseline is not None and auto and auto[0].size == baseline.size:
         a = auto[0]
         out += ("\n\n| ratio on the smallest slide (baseline / qpsam automask, same run) | value | target |\n"
@@ -655,6 +695,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the tiles' flips and rotations")
     parser.add_argument("--blank", type=float, default=0.0,
                         help="share of the 512-pixel tiles left empty (background), to measure tissue skipping")
+    parser.add_argument("--tissue", type=float, default=1.0,
+                        help="share of the slide covered by one disc of tissue (the rest is empty glass)")
+    parser.add_argument("--no-skip-background", action="store_true", help="run qpsam automask on every tile")
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline")
     parser.add_argument("--work", type=Path, default=None, help="folder for slides and projects (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the slides and projects")
@@ -683,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     image_path, labels_path = sample_paths()
     source, labels = tifffile.imread(image_path), tifffile.imread(labels_path)
     for size in sizes:
-        make_layout(size, source.shape[0])  # refuse bad sizes before any work
+        make_layout(size, source.shape[0], tissue=args.tissue)  # refuse bad sizes before any work
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-wsi-"))
     work.mkdir(parents=True, exist_ok=True)
     runs: list[Run] = []
@@ -695,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = work / f"slide-{size}"
             folder.mkdir(exist_ok=True)
             made.append(folder)
-            layout = make_layout(size, source.shape[0], args.seed, args.blank)
+            layout = make_layout(size, source.shape[0], args.seed, args.blank, args.tissue)
             slide = folder / f"slide-{size}.ome.tif"
             t0 = time.perf_counter()
             levels = write_slide(slide, source, layout)
@@ -718,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nMobileSAM vit_t on CPU, {args.threads} threads per child, engine {args.engine}; {info['cpu']}, "
           f"{info['cores']} cores, Python {info['python']}, onnxruntime {info['onnxruntime']}, torch {info['torch']}, "
           f"commit {info['commit']}, load average {info['load'][0]:.1f}")
-    print(f"automask: {args.points_per_side} points per side, tile {args.tile}, overlap {args.overlap}; detect: one "
+    print(f"automask: {args.points_per_side} points per side, tile {args.tile}, overlap {args.overlap}, tissue on "
+          f"{args.tissue:.0%} of each slide, background skip {'off' if args.no_skip_background else 'on'}; detect: one "
           "box per GT nucleus. Time = the subprocess's wall time (start-up and model load included); tiles = automask "
           "tiles or detect windows; recall/precision at IoU >= 0.5; seam dups = pairs overlapping > 20 % of the "
           "smaller; growth against the smallest size (its area ratio in brackets); baseline / this = seconds per "

@@ -157,3 +157,13 @@ def test_duplicate_kinds_tells_one_nucleus_twice_from_neighbours_that_spill() ->
     dups = bench.seam_duplicates(found)
     assert dups.tolist() == [[0, 1], [2, 3]] and len(bench.seam_duplicates(truths)) == 0
     assert bench.duplicate_kinds(found, truths, dups) == 1
+
+
+def test_layout_with_tissue_on_part_of_the_slide() -> None:
+    layout = bench.make_layout(32 * 64, 64, seed=2, tissue=0.3)
+    held = layout.transforms >= 0
+    assert abs(held.mean() - 0.3) < 0.03  # one disc of about that share of the slide
+    assert held[16, 16] and not held[0, 0] and not held[-1, -1]
+    assert (bench.make_layout(256, 64, tissue=1.0).transforms >= 0).all()
+    with pytest.raises(ValueError, match="tissue"):
+        bench.make_layout(256, 64, tissue=0)

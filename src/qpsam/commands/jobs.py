@@ -45,6 +45,14 @@ def tiling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True),
         click.option("--class", "path_class", default=None, help="Class of the results."),
         click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(min=0)),
+        click.option("--nested", type=click.Choice(["inner", "score"]), default="inner", show_default=True,
+                     help="Of two nested masks (a nucleus and a clump of nuclei) keep the inner one, or the one "
+                          "with the higher predicted quality."),
+        click.option("--skip-background/--no-skip-background", default=True, show_default=True,
+                     help="Skip tiles that a low-resolution read finds flat (empty glass, dark field)."),
+        click.option("--background-contrast", default=10.0, show_default=True, type=click.FloatRange(min=0),
+                     help="Tissue test: a tile is background when its brightest and darkest pixels at 1/8 "
+                          "resolution differ by less than this, in 8-bit levels, in every channel."),
     ]
     for option in reversed(options):
         fn = option(fn)
