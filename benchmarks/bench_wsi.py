@@ -690,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points-per-side", type=int, default=32, help="automask grid per tile")
     parser.add_argument("--tile", type=int, default=1024, help="automask tile side (qpsam and the baseline)")
     parser.add_argument("--overlap", type=int, default=128, help="automask tile overlap (qpsam and the baseline)")
-    parser.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"], help="qpsam's --engine")
+    parser.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx", "openvino"], help="qpsam's --engine")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="OMP/torch threads of every child")
     parser.add_argument("--seed", type=int, default=0, help="seed of the tiles' flips and rotations")
     parser.add_argument("--blank", type=float, default=0.0,
