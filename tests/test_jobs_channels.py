@@ -103,4 +103,5 @@ def test_precision_reaches_the_engine_and_the_report(tmp_path: Path, nuclei, mob
     assert main(["detect", str(project), "--precision", "fp64"]) == 2
     assert main(["detect", str(project), "--model", "vit_t", "--engine", "onnx", "--precision", "bf16",
                  "--device", "cpu"]) == 1
-    assert "precision 'bf16' needs --engine torch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "precision 'bf16' needs --engine openvino" in err and "or --engine torch" in err

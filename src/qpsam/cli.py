@@ -37,6 +37,8 @@ CLI_WORDS: tuple[tuple[str, str], ...] = (
     ("(use backend='paquo')", "(use --backend paquo)"),
     ("(pass allow_duplicates=True to add it again)", "(it is added once only)"),
     ("needs engine='torch'", "needs --engine torch"),
+    ("needs engine='openvino'", "needs --engine openvino"),
+    ("or engine='torch'", "or --engine torch"),
     ("use engine='torch' (or 'auto')", "use --engine torch (or auto)"),
 )
 

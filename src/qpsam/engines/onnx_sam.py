@@ -147,7 +147,8 @@ class OnnxSamEngine(CachedEngine):
     def _configure(self, device: str, precision: str) -> None:
         """Check ``device`` and ``precision`` for this runtime (a :class:`ModelError` naming the bad one)."""
         if (precision or "auto").lower() not in ("auto", "fp32", "float32"):
-            raise ModelError(f"the onnx engine runs in fp32; precision {precision!r} needs engine='torch'")
+            raise ModelError(f"the onnx engine runs in fp32; precision {precision!r} needs engine='openvino' "
+                             "(bf16 on a CPU with bf16 arithmetic) or engine='torch'")
         self.precision = "fp32"
         self.providers = _providers(_ort(), device)
 
