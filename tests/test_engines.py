@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from truth import gt_boxes, mask_iou
 
 from qpsam.engines import EmbeddingCache, load_engine
 from qpsam.engines.weights import packaged_weights, resolve_weights
@@ -54,24 +55,12 @@ def engine():
     return load_engine("vit_t", WEIGHTS, device="cpu", engine="torch", cache=EmbeddingCache(max_bytes=64 << 20))
 
 
-def _gt_boxes(gt: np.ndarray) -> list[tuple[int, tuple[int, int, int, int]]]:
-    out = []
-    for label in np.unique(gt):
-        if label == 0:
-            continue
-        ys, xs = np.nonzero(gt == label)
-        out.append((int(label), (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)))
-    return out
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum()))
 
 
 def test_box_prompts_from_ground_truth_segment_the_nuclei(engine, nuclei):
     """All 125 GT boxes in one batched call: mean IoU >= 0.75, clearly above the boxes-as-masks floor."""
     image, gt = nuclei
-    boxes = _gt_boxes(gt)
+    boxes = gt_boxes(gt)
     assert len(boxes) == 125
     engine.set_image(image)
     results = engine.predict([Prompt(box=b, key=label) for label, b in boxes], OutputType.SINGLE)
@@ -81,9 +70,9 @@ def test_box_prompts_from_ground_truth_segment_the_nuclei(engine, nuclei):
         truth = gt == label
         box_mask = np.zeros_like(truth)
         box_mask[y1:y2, x1:x2] = True
-        ious.append(_iou(masks[0].mask, truth))
-        floor.append(_iou(box_mask, truth))
-        boxlike.append(_iou(masks[0].mask, box_mask))
+        ious.append(mask_iou(masks[0].mask, truth))
+        floor.append(mask_iou(box_mask, truth))
+        boxlike.append(mask_iou(masks[0].mask, box_mask))
     mean_iou, mean_floor = float(np.mean(ious)), float(np.mean(floor))
     assert mean_iou >= 0.75, f"mean IoU {mean_iou:.3f}"
     assert mean_iou >= mean_floor + 0.04, f"mean IoU {mean_iou:.3f} vs boxes as masks {mean_floor:.3f}"
@@ -93,7 +82,7 @@ def test_box_prompts_from_ground_truth_segment_the_nuclei(engine, nuclei):
 
 def test_every_output_type_and_each_mask_keeps_its_own_score(engine, nuclei):
     image, gt = nuclei
-    boxes = [b for _, b in _gt_boxes(gt)[:3]]
+    boxes = [b for _, b in gt_boxes(gt)[:3]]
     (x1, y1, x2, y2) = boxes[0]
     centre = ((x1 + x2) / 2, (y1 + y2) / 2)
     prompts = [
@@ -131,12 +120,12 @@ def test_every_output_type_and_each_mask_keeps_its_own_score(engine, nuclei):
 
 def test_batched_prompts_equal_one_by_one(engine, nuclei):
     image, gt = nuclei
-    prompts = [Prompt(box=b) for _, b in _gt_boxes(gt)[10:15]]
+    prompts = [Prompt(box=b) for _, b in gt_boxes(gt)[10:15]]
     engine.set_image(image)
     batched = engine.predict(prompts)
     for i, prompt in enumerate(prompts):
         alone = engine.predict([prompt])[0][0]
-        assert _iou(alone.mask, batched[i][0].mask) > 0.99
+        assert mask_iou(alone.mask, batched[i][0].mask) > 0.99
         assert alone.score == pytest.approx(batched[i][0].score, abs=1e-4)
 
 
@@ -144,7 +133,7 @@ def test_cache_means_new_prompts_only_run_the_decoder(nuclei, tmp_path):
     image, gt = nuclei
     cache = EmbeddingCache(max_bytes=64 << 20, directory=tmp_path / "emb")
     eng = load_engine("vit_t", WEIGHTS, device="cpu", engine="torch", cache=cache)
-    prompt = Prompt(box=_gt_boxes(gt)[0][1])
+    prompt = Prompt(box=gt_boxes(gt)[0][1])
     eng.set_image(image)
     first = eng.predict([prompt])[0][0]
     assert eng.encoder_runs == 1 and not eng.last_from_cache
@@ -185,7 +174,7 @@ def test_grayscale_16bit_input_equals_its_rgb8_rendering(engine, nuclei):
     from qpsam.sam import to_rgb8
 
     image, gt = nuclei
-    prompt = Prompt(box=_gt_boxes(gt)[5][1])
+    prompt = Prompt(box=gt_boxes(gt)[5][1])
     engine.set_image(image)
     a = engine.predict([prompt])[0][0]
     runs = engine.encoder_runs

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from truth import gt_boxes, mask_iou
 
 from qpsam.cli import main
 from qpsam.engines import EmbeddingCache, load_engine
@@ -47,16 +48,6 @@ def _home(tmp_path, monkeypatch):
     monkeypatch.delenv("QPSAM_WEIGHTS", raising=False)
 
 
-def _gt_boxes(gt: np.ndarray) -> list[tuple[int, tuple[int, int, int, int]]]:
-    out = []
-    for label in np.unique(gt)[1:]:
-        ys, xs = np.nonzero(gt == label)
-        out.append((int(label), (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)))
-    return out
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum()))
 
 
 # ---------------------------------------------------------------------------------------------- quality
@@ -65,25 +56,25 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_125_box_prompts_equal_torch_and_segment_the_nuclei(onnx_engine, mobile_sam, nuclei):
     """All 125 GT boxes: masks equal the torch engine's (IoU >= 0.99 each), same mean IoU against the truth."""
     image, gt = nuclei
-    boxes = _gt_boxes(gt)
+    boxes = gt_boxes(gt)
     assert len(boxes) == 125
     prompts = [Prompt(box=b, key=label) for label, b in boxes]
     onnx_engine.set_image(image)
     mobile_sam.set_image(image)
     ours = onnx_engine.predict(prompts)
     ref = mobile_sam.predict(prompts)
-    agree = [_iou(a[0].mask, b[0].mask) for a, b in zip(ours, ref)]
+    agree = [mask_iou(a[0].mask, b[0].mask) for a, b in zip(ours, ref)]
     assert min(agree) >= 0.99, f"worst IoU against torch {min(agree):.4f}"
     assert max(abs(a[0].score - b[0].score) for a, b in zip(ours, ref)) < 5e-3
-    truth_ours = np.mean([_iou(m[0].mask, gt == label) for (label, _), m in zip(boxes, ours)])
-    truth_ref = np.mean([_iou(m[0].mask, gt == label) for (label, _), m in zip(boxes, ref)])
+    truth_ours = np.mean([mask_iou(m[0].mask, gt == label) for (label, _), m in zip(boxes, ours)])
+    truth_ref = np.mean([mask_iou(m[0].mask, gt == label) for (label, _), m in zip(boxes, ref)])
     assert truth_ours >= 0.75 and abs(truth_ours - truth_ref) <= 0.01, (truth_ours, truth_ref)
     assert all(m[0].mask.shape == gt.shape and m[0].logits.shape == (256, 256) for m in ours)
 
 
 def test_point_prompts_and_every_output_type_equal_torch(onnx_engine, mobile_sam, nuclei):
     image, gt = nuclei
-    boxes = [b for _, b in _gt_boxes(gt)[:3]]
+    boxes = [b for _, b in gt_boxes(gt)[:3]]
     x1, y1, x2, y2 = boxes[0]
     centre = ((x1 + x2) / 2, (y1 + y2) / 2)
     prompts = [
@@ -102,14 +93,14 @@ def test_point_prompts_and_every_output_type_equal_torch(onnx_engine, mobile_sam
         for i, (a_list, b_list) in enumerate(zip(ours, ref)):
             for a, b in zip(a_list, b_list):
                 assert a.prompt_index == i and a.mask.dtype == bool
-                assert _iou(a.mask, b.mask) >= 0.99 and abs(a.score - b.score) < 5e-3, (output, i)
+                assert mask_iou(a.mask, b.mask) >= 0.99 and abs(a.score - b.score) < 5e-3, (output, i)
 
 
 def test_batched_equals_one_by_one_and_grayscale_equals_rgb8(onnx_engine, nuclei):
     from qpsam.sam import to_rgb8
 
     image, gt = nuclei
-    prompts = [Prompt(box=b) for _, b in _gt_boxes(gt)[10:15]]
+    prompts = [Prompt(box=b) for _, b in gt_boxes(gt)[10:15]]
     onnx_engine.set_image(image)
     batched = onnx_engine.predict(prompts)
     runs = onnx_engine.encoder_runs
@@ -129,7 +120,7 @@ def test_automask_matches_torch_engine(onnx_engine, mobile_sam, nuclei):
     ours = onnx_engine.automask(crop, params)
     ref = mobile_sam.automask(crop, params)
     assert len(ref) >= 5
-    matrix = np.array([[_iou(a.mask, b.mask) for b in ref] for a in ours])
+    matrix = np.array([[mask_iou(a.mask, b.mask) for b in ref] for a in ours])
     assert (matrix.max(axis=1) >= 0.9).mean() >= 0.95 and (matrix.max(axis=0) >= 0.9).mean() >= 0.95
     assert all(m.stability is not None and m.stability >= 0.95 and m.score > 0.88 for m in ours)
     assert [m.area for m in ours] == sorted((m.area for m in ours), reverse=True)
@@ -222,7 +213,7 @@ def test_box_masks_in_windows_equal_the_whole_grid_and_fall_back_at_the_edge(onn
     from qpsam.engines.onnx_sam import OUTSIDE_LOGIT
 
     image, gt = nuclei
-    prompts = [Prompt(box=b) for _, b in _gt_boxes(gt)[:40]]
+    prompts = [Prompt(box=b) for _, b in gt_boxes(gt)[:40]]
     onnx_engine.set_image(image)
     coords = np.array([[b.box[:2], b.box[2:]] for b in prompts], dtype=np.float32)
     labels = np.tile(np.array([[2.0, 3.0]], dtype=np.float32), (len(prompts), 1))
@@ -368,7 +359,7 @@ def test_corrupt_cached_onnx_is_detected_and_rebuilt(onnx_engine, weights_copy, 
     assert check_folder(folder, "vit_t", onnx_engine.weights_sha256) is None
     assert not list(folder.parent.glob(".*"))  # no staging or set-aside folders left
     image, gt = nuclei
-    prompt = Prompt(box=_gt_boxes(gt)[0][1])
+    prompt = Prompt(box=gt_boxes(gt)[0][1])
     fixed.set_image(image)
     onnx_engine.set_image(image)
     assert np.array_equal(fixed.predict([prompt])[0][0].mask, onnx_engine.predict([prompt])[0][0].mask)
@@ -393,7 +384,7 @@ def test_changed_weights_are_exported_again_and_read_only_folders_fall_back(onnx
     assert engine.files.rebuilt
     assert engine.files.folder == weights_home() / "onnx" / f"vit_t-{engine.weights_sha256[:16]}"
     image, gt = nuclei
-    prompt = Prompt(box=_gt_boxes(gt)[3][1])
+    prompt = Prompt(box=gt_boxes(gt)[3][1])
     engine.set_image(image)
     onnx_engine.set_image(image)
     new, old = engine.predict([prompt])[0][0], onnx_engine.predict([prompt])[0][0]
@@ -430,7 +421,7 @@ def test_onnx_without_onnxruntime_is_a_clear_error_and_auto_falls_back_to_torch(
 
 def test_cache_on_disk_round_trip(onnx_engine, weights_copy, nuclei, tmp_path):
     image, gt = nuclei
-    prompt = Prompt(box=_gt_boxes(gt)[7][1])
+    prompt = Prompt(box=gt_boxes(gt)[7][1])
     cache = EmbeddingCache(64 << 20, directory=tmp_path / "emb")
     eng = load_engine("vit_t", weights_copy, device="cpu", engine="onnx", cache=cache)
     eng.set_image(image)

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from truth import gt_boxes, mask_iou
 
 from qpsam.engines import EmbeddingCache, auto_engine, load_engine
 from qpsam.engines.openvino_sam import (
@@ -44,30 +45,20 @@ def ov_engine(weights_copy) -> OpenVinoSamEngine:
 def torch_boxes(mobile_sam, nuclei):
     """The torch fp32 engine's masks for the 125 ground-truth boxes, computed once."""
     image, gt = nuclei
-    boxes = _gt_boxes(gt)
+    boxes = gt_boxes(gt)
     mobile_sam.set_image(image)
     return boxes, mobile_sam.predict([Prompt(box=b, key=label) for label, b in boxes])
 
 
-def _gt_boxes(gt: np.ndarray) -> list[tuple[int, tuple[int, int, int, int]]]:
-    out = []
-    for label in np.unique(gt)[1:]:
-        ys, xs = np.nonzero(gt == label)
-        out.append((int(label), (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)))
-    return out
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum()))
 
 
 def _hold(engine, image, gt, boxes, ref) -> tuple[float, float]:
     """(mean mask IoU against torch fp32, ground-truth score minus torch's) on the 125 boxes; asserts the bar."""
     engine.set_image(image)
     ours = engine.predict([Prompt(box=b, key=label) for label, b in boxes])
-    agree = float(np.mean([_iou(a[0].mask, b[0].mask) for a, b in zip(ours, ref)]))
-    truth_ours = np.mean([_iou(m[0].mask, gt == label) for (label, _), m in zip(boxes, ours)])
-    truth_ref = np.mean([_iou(m[0].mask, gt == label) for (label, _), m in zip(boxes, ref)])
+    agree = float(np.mean([mask_iou(a[0].mask, b[0].mask) for a, b in zip(ours, ref)]))
+    truth_ours = np.mean([mask_iou(m[0].mask, gt == label) for (label, _), m in zip(boxes, ours)])
+    truth_ref = np.mean([mask_iou(m[0].mask, gt == label) for (label, _), m in zip(boxes, ref)])
     assert agree >= 0.99, f"mean IoU against torch fp32 {agree:.4f}"
     assert abs(truth_ours - truth_ref) <= 0.005, (truth_ours, truth_ref)
     assert all(m[0].mask.shape == gt.shape for m in ours)
@@ -103,7 +94,7 @@ def test_automask_equals_torch_fp32(ov_engine, mobile_sam, nuclei):
     ours = ov_engine.automask(crop, params)
     ref = mobile_sam.automask(crop, params)
     assert len(ref) >= 5
-    matrix = np.array([[_iou(a.mask, b.mask) for b in ref] for a in ours])
+    matrix = np.array([[mask_iou(a.mask, b.mask) for b in ref] for a in ours])
     assert matrix.max(axis=0).mean() >= 0.99 and matrix.max(axis=1).mean() >= 0.99
 
 
@@ -112,7 +103,7 @@ def test_automask_equals_torch_fp32(ov_engine, mobile_sam, nuclei):
 
 def test_cache_and_set_image_path(ov_engine, nuclei):
     image, gt = nuclei
-    prompts = [Prompt(box=b) for _, b in _gt_boxes(gt)[:4]]
+    prompts = [Prompt(box=b) for _, b in gt_boxes(gt)[:4]]
     view = np.ascontiguousarray(image[::-1])  # pixels no other test encoded
     runs = ov_engine.encoder_runs
     ov_engine.set_image(view)
@@ -231,7 +222,7 @@ def test_compiled_encoder_is_kept_beside_the_graphs_and_reused(ov_engine, weight
     again = load_engine("vit_t", weights_copy, device="cpu", engine="openvino", cache=False, threads=2)
     assert sorted(cache.iterdir()) == blobs  # same options: the same blob, nothing compiled anew
     image, gt = nuclei
-    label, box = _gt_boxes(gt)[0]
+    label, box = gt_boxes(gt)[0]
     again.set_image(image)
     ov_engine.set_image(image)
     ((a,),), ((b,),) = again.predict([Prompt(box=box)]), ov_engine.predict([Prompt(box=box)])
